@@ -1,0 +1,185 @@
+"""Stage 1: YAML text -> Document (plain data + a JSON-pointer -> line:col map). Pure.
+
+PyYAML's composer gives nodes with marks; we build the data ourselves so that every value
+keeps its position, duplicate keys are caught (safe_load keeps the last silently), and
+YAML 1.1 surprises that bite routing files are defused: `10:00` stays a string (not the
+sexagesimal int 600), `+15550001111` stays a string (not an int without its +), and an
+unquoted date stays the text the author wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from router.errors import PolicyError, Severity
+
+try:  # libyaml's C parser is ~10x faster; positions are identical
+    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment,misc]
+except AttributeError:  # pragma: no cover - libyaml missing
+    _Loader = yaml.SafeLoader
+
+# Alias expansion is bounded so that a "billion laughs" document is a problem, not an OOM.
+MAX_NODES = 2_000_000
+MAX_DEPTH = 200
+
+_SCALAR_LOADER = yaml.SafeLoader("")
+
+
+def escape(token: str) -> str:
+    """One RFC 6901 pointer token."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def pointer_of(*tokens: str | int) -> str:
+    return "".join("/" + escape(str(t)) for t in tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One policy file: its data, where each value (and each mapping key) sits, and the
+    problems found while reading it (duplicate keys, limits)."""
+
+    file: str
+    data: Any
+    positions: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    key_positions: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    problems: tuple[PolicyError, ...] = ()
+
+    def position(self, pointer: str, *, key: bool = False) -> tuple[int, int]:
+        """line:col of the value at `pointer` (or of its key), else of the nearest parent."""
+        p = pointer
+        while True:
+            if key and p in self.key_positions:
+                return self.key_positions[p]
+            if p in self.positions:
+                return self.positions[p]
+            if not p:
+                return (1, 1)
+            p = p[: p.rfind("/")]
+
+    def error(
+        self, pointer: str, message: str, code: str, *, severity: Severity = "error", key: bool = False
+    ) -> PolicyError:
+        line, col = self.position(pointer, key=key)
+        return PolicyError(self.file, line, col, message, code, severity, pointer)
+
+
+class _Builder:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.positions: dict[str, tuple[int, int]] = {}
+        self.key_positions: dict[str, tuple[int, int]] = {}
+        self.problems: list[PolicyError] = []
+        self.count = 0
+
+    def build(self, node: yaml.Node, pointer: str, depth: int) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _Limit(node, f"document expands to more than {MAX_NODES:,} values (alias bomb?)")
+        if depth > MAX_DEPTH:
+            raise _Limit(node, f"nesting deeper than {MAX_DEPTH} levels")
+        self.positions[pointer] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in _merged_pairs(node):
+                key = self.key(key_node)
+                child = pointer + "/" + escape(key)
+                if key in out:
+                    first = self.key_positions[child]
+                    self.problems.append(
+                        PolicyError(
+                            self.file,
+                            key_node.start_mark.line + 1,
+                            key_node.start_mark.column + 1,
+                            f'duplicate key "{key}" (first at line {first[0]}); YAML would keep only the last',
+                            "duplicate-key",
+                            pointer=child,
+                        )
+                    )
+                    continue
+                self.key_positions[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                out[key] = self.build(value_node, child, depth + 1)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, f"{pointer}/{i}", depth + 1) for i, item in enumerate(node.value)]
+        return scalar(node)
+
+    def key(self, node: yaml.Node) -> str:
+        if isinstance(node, yaml.ScalarNode):
+            value = scalar(node)
+            return value if isinstance(value, str) else str(node.value)
+        self.problems.append(
+            PolicyError(
+                self.file,
+                node.start_mark.line + 1,
+                node.start_mark.column + 1,
+                "a mapping key must be a plain value, not a list or mapping",
+                "bad-key",
+            )
+        )
+        return f"<complex key at line {node.start_mark.line + 1}>"
+
+
+class _Limit(Exception):
+    def __init__(self, node: yaml.Node, message: str) -> None:
+        self.node, self.message = node, message
+
+
+def _merged_pairs(node: yaml.MappingNode) -> Iterator[tuple[yaml.Node, yaml.Node]]:
+    """Pairs of a mapping with YAML merge keys (<<) applied, explicit keys winning."""
+    merged: list[tuple[yaml.Node, yaml.Node]] = []
+    own: list[tuple[yaml.Node, yaml.Node]] = []
+    for k, v in node.value:
+        if k.tag == "tag:yaml.org,2002:merge":
+            sources = v.value if isinstance(v, yaml.SequenceNode) else [v]
+            for src in sources:
+                if isinstance(src, yaml.MappingNode):
+                    merged.extend(_merged_pairs(src))
+        else:
+            own.append((k, v))
+    own_keys = {k.value for k, _ in own if isinstance(k, yaml.ScalarNode)}
+    yield from ((k, v) for k, v in merged if not (isinstance(k, yaml.ScalarNode) and k.value in own_keys))
+    yield from own
+
+
+def scalar(node: yaml.Node) -> Any:
+    """A scalar's value with the routing-friendly exceptions described in the module doc."""
+    text = node.value
+    tag = node.tag
+    if tag == "tag:yaml.org,2002:str" or not isinstance(text, str):
+        return text
+    if tag == "tag:yaml.org,2002:timestamp":
+        return text
+    if tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float") and (":" in text or text.startswith("+")):
+        return text
+    return _SCALAR_LOADER.construct_object(node, deep=True)
+
+
+def parse_document(text: str, *, file: str) -> Document:
+    """YAML text -> Document. Raises PolicyError for text that is not YAML at all."""
+    try:
+        root = yaml.compose(text, Loader=_Loader)  # noqa: S506 - a safe loader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = exc.problem or exc.context or "invalid YAML"
+        raise PolicyError(file, line, col, f"YAML syntax: {what}", "yaml-syntax") from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(file, 1, 1, f"YAML: {exc}", "yaml-syntax") from None
+    except RecursionError:
+        raise PolicyError(file, 1, 1, "YAML nesting is too deep", "too-deep") from None
+    if root is None:
+        return Document(file, None, {"": (1, 1)})
+    builder = _Builder(file)
+    try:
+        data = builder.build(root, "", 0)
+    except _Limit as limit:
+        mark = limit.node.start_mark
+        raise PolicyError(file, mark.line + 1, mark.column + 1, limit.message, "too-large") from None
+    except RecursionError:
+        raise PolicyError(file, 1, 1, "YAML nesting is too deep", "too-deep") from None
+    return Document(file, data, builder.positions, builder.key_positions, tuple(builder.problems))
