@@ -1,0 +1,11 @@
+"""vapi-router: declarative YAML routing for Vapi assistant-request webhooks.
+
+Public API: load_policy, evaluate, Policy, Facts, Decision, PolicyError.
+"""
+
+from router.errors import PolicyError, PolicyInvalid
+from router.evaluator import evaluate
+from router.loader import load_policy
+from router.model import Decision, Facts, Policy
+
+__all__ = ["Decision", "Facts", "Policy", "PolicyError", "PolicyInvalid", "evaluate", "load_policy"]

@@ -1,0 +1,164 @@
+"""Run `*.test.yaml` cases against a policy set: expected route, target and reply. [pure + read]
+
+CRM facts come from the case (`tags`, `crm`, `crm_status`); when a case gives none and the
+policy embeds a CRM file, the record is read from that file, as the server would.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from router.crm import FileCrm
+from router.document import Document, parse_document
+from router.errors import PolicyError
+from router.evaluator import evaluate, evaluate_transfer
+from router.facts import facts_from_call, facts_from_message
+from router.model import Decision, Facts, Policy
+from router.replies import TemplateError, render
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    file: str
+    line: int
+    name: str
+    failures: tuple[str, ...]
+    route: str | None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def test_files(path: Path) -> list[Path]:
+    """The case files for a policy path: NAME.test.yaml beside a file, or *.test.yaml in a directory."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.name.endswith(".test.yaml") and not p.name.startswith("."))
+    if path.name.endswith(".test.yaml"):
+        return [path]
+    sibling = path.with_name(path.name.removesuffix(".yaml") + ".test.yaml")
+    return [sibling] if sibling.exists() else []
+
+
+def policy_path_for(test_file: Path) -> Path:
+    """The policy a case file tests: NAME.yaml beside it, else its directory."""
+    sibling = test_file.with_name(test_file.name.removesuffix(".test.yaml") + ".yaml")
+    return sibling if sibling.exists() else test_file.parent
+
+
+def _crm_for(policy: Policy) -> FileCrm | None:
+    if policy.crm is not None and policy.crm.file:
+        return FileCrm.from_path(Path(policy.crm.file), region=policy.settings.region)
+    return None
+
+
+def decide(policy: Policy, facts: Facts, *, transfer: bool = False) -> tuple[Decision, dict[str, Any] | None, str]:
+    """(decision, reply, target name) with any split followed; reply None for 'no transfer'."""
+    decision = evaluate_transfer(policy, facts) if transfer else evaluate(policy, facts)
+    if decision.target is None:
+        return decision, ({} if transfer else None), ""
+    route = decision.route.id if decision.route else "default"
+    try:
+        reply, leaf = render(decision.target, facts, route)
+    except TemplateError:
+        reply, leaf = render(policy.fallback, facts, route, lenient=True)
+    return decision, reply, leaf.name or decision.target.name or ""
+
+
+def _message_of(data: Any) -> Mapping[str, Any]:
+    if isinstance(data, Mapping) and isinstance(data.get("message"), Mapping):
+        return data["message"]  # type: ignore[no-any-return]
+    return data if isinstance(data, Mapping) else {}
+
+
+def run_case(policy: Policy, case: Mapping[str, Any], base: Path, crm: FileCrm | None, now: datetime) -> tuple[
+    list[str], str | None
+]:
+    """Failures of one case (empty: passed) and the route it reached."""
+    region = policy.settings.region
+    crm_given = any(k in case.get("call", {}) for k in ("tags", "crm", "crm_status"))
+    transfer = False
+    if "request" in case:
+        try:
+            data = json.loads((base / str(case["request"])).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return [f"cannot read request {case['request']}: {exc}"], None
+        message = _message_of(data)
+        transfer = message.get("type") == "transfer-destination-request"
+        facts = facts_from_message(message, region=region, now=now)
+        extra = facts_from_call(case.get("call", {}), region=region, now=now, crm_enabled=policy.crm is not None)
+        facts = replace(facts, crm_status=extra.crm_status, tags=extra.tags, crm=extra.crm)
+    else:
+        facts = facts_from_call(case.get("call", {}), region=region, now=now, crm_enabled=policy.crm is not None)
+        transfer = bool(case.get("transfer", False))
+    if not crm_given and crm is not None:
+        if facts.caller is None:
+            facts = replace(facts, crm_status="not_found")
+        else:
+            record = crm.get(facts.caller)
+            facts = replace(facts, crm_status=record.status, tags=record.tags, crm=dict(record.fields))
+    decision, reply, target = decide(policy, facts, transfer=transfer)
+    route = decision.route.id if decision.route else None
+    expect = case.get("expect", {})
+    failures = []
+    if "route" in expect and expect["route"] != route and not (expect["route"] == "default" and route is None):
+        failures.append(f"route: expected {expect['route']}, got {route or 'default'}")
+    if "target" in expect and expect["target"] != target:
+        failures.append(f"target: expected {expect['target']}, got {target or '(inline)'}")
+    if "reply" in expect and expect["reply"] != reply:
+        failures.append(f"reply: expected {json.dumps(expect['reply'])}, got {json.dumps(reply)}")
+    return failures, route
+
+
+def _case_problems(doc: Document) -> list[PolicyError]:
+    data = doc.data
+    if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
+        return [doc.error("", "a test file needs `cases:` with a list of cases", "bad-cases")]
+    out = []
+    for i, case in enumerate(data["cases"]):
+        pointer = f"/cases/{i}"
+        if not isinstance(case, dict):
+            out.append(doc.error(pointer, "a case must be a mapping", "bad-cases"))
+            continue
+        unknown = set(case) - {"name", "call", "request", "expect", "transfer"}
+        for key in sorted(unknown):
+            out.append(doc.error(f"{pointer}/{key}", f'unknown key "{key}" in a case', "bad-cases", key=True))
+        if ("call" in case) == ("request" in case):
+            out.append(doc.error(pointer, "a case needs exactly one of `call` or `request`", "bad-cases"))
+        if not isinstance(case.get("expect"), dict) or not case["expect"]:
+            out.append(doc.error(pointer, "a case needs `expect:` with route, target or reply", "bad-cases"))
+    return out
+
+
+def run_file(policy: Policy, test_file: Path, *, now: datetime | None = None) -> tuple[
+    list[CaseResult], list[PolicyError]
+]:
+    """Results of every case in one file, or the problems that stop the file from running."""
+    try:
+        doc = parse_document(test_file.read_text(encoding="utf-8"), file=str(test_file))
+    except PolicyError as exc:
+        return [], [exc]
+    problems = [*doc.problems, *_case_problems(doc)]
+    if problems:
+        return [], problems
+    crm = _crm_for(policy)
+    now = now or datetime.now(UTC)
+    results = []
+    for i, case in enumerate(doc.data["cases"]):
+        failures, route = run_case(policy, case, test_file.parent, crm, now)
+        line, _ = doc.position(f"/cases/{i}")
+        results.append(CaseResult(str(test_file), line, str(case.get("name", f"case {i + 1}")),
+                                  tuple(failures), route))
+    return results, []
+
+
+def uncovered(policy: Policy, results: Sequence[CaseResult]) -> list[str]:
+    """Route ids no case reached (for --coverage)."""
+    reached = {r.route for r in results}
+    return [r.id for r in policy.routes if r.id not in reached]

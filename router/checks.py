@@ -1,0 +1,472 @@
+"""Stage 3: semantic checks over a schema-valid policy set; every problem, none raised. Pure.
+
+CHECKS is an ordered tuple of named generators, one concern each (as yamllint's rules).
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from router import phone
+from router.compiler import PRIMARY, TEMPLATE, as_list
+from router.document import Document, pointer_of
+from router.errors import PolicyError, did_you_mean
+from router.model import OVERRIDES
+from router.schedules import check_schedule
+from router.vapi_payloads import check_payload
+
+NUMBER_KEYS = ("caller", "dialled")
+REFS = ("caller", "dialled", "call.id", "route")
+# Nested quantifiers such as (a+)+ or (\d*)* backtrack exponentially on a near miss.
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*](?:[^()\\]|\\.)*\)\s*(?:[+*]|\{\d*,)")
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+@dataclass
+class Where:
+    doc: Document
+    pointer: str
+
+    def error(self, message: str, code: str, *, severity: str = "error", key: bool = False) -> PolicyError:
+        return self.doc.error(self.pointer, message, code, severity=severity, key=key)  # type: ignore[arg-type]
+
+    def at(self, *tokens: str | int) -> Where:
+        return Where(self.doc, self.pointer + pointer_of(*tokens))
+
+
+@dataclass
+class Context:
+    """The merged set with where each definition and each use sits."""
+
+    docs: Sequence[Document]
+    crm_fields: frozenset[str] | None
+    settings: dict[str, tuple[Where, Any]] = field(default_factory=dict)
+    crm: tuple[Where, Any] | None = None
+    default: tuple[Where, Any] | None = None
+    targets: dict[str, tuple[Where, Any]] = field(default_factory=dict)
+    schedules: dict[str, tuple[Where, Any]] = field(default_factory=dict)
+    lists: dict[str, tuple[Where, Any]] = field(default_factory=dict)
+    routes: list[tuple[Where, dict[str, Any], str]] = field(default_factory=list)  # (where, raw, section)
+    problems: list[PolicyError] = field(default_factory=list)
+
+    @property
+    def region(self) -> str | None:
+        entry = self.settings.get("region")
+        return entry[1] if entry and isinstance(entry[1], str) and phone.is_country(entry[1]) else None
+
+    @property
+    def timezone(self) -> str:
+        entry = self.settings.get("timezone")
+        return entry[1] if entry and entry[1] in _zones() else "UTC"
+
+    def all_targets(self) -> Iterator[tuple[Where, Any, str]]:
+        """Every target position: (where, raw, context) where context is 'route', 'transfer', 'named', 'default'."""
+        for name, (w, raw) in self.targets.items():
+            yield from _walk_target(w, raw, "named")
+        if self.default:
+            yield from _walk_target(self.default[0], self.default[1], "default")
+        if "fallback" in self.settings:
+            w, raw = self.settings["fallback"]
+            yield from _walk_target(w, raw, "default")
+        for w, raw, section in self.routes:
+            if "then" in raw:
+                yield from _walk_target(w.at("then"), raw["then"], "transfer" if section == "transfers" else "route")
+
+    def conditions(self) -> Iterator[tuple[Where, dict[str, Any]]]:
+        for w, raw, _ in self.routes:
+            if isinstance(raw.get("when"), dict):
+                yield from _walk_condition(w.at("when"), raw["when"])
+
+
+def _walk_target(w: Where, raw: Any, context: str) -> Iterator[tuple[Where, Any, str]]:
+    yield w, raw, context
+    if isinstance(raw, dict) and isinstance(raw.get("split"), list):
+        for i, v in enumerate(raw["split"]):
+            if isinstance(v, dict) and "then" in v:
+                yield from _walk_target(w.at("split", i, "then"), v["then"], context)
+
+
+def _walk_condition(w: Where, raw: dict[str, Any]) -> Iterator[tuple[Where, dict[str, Any]]]:
+    yield w, raw
+    for key in ("any", "all"):
+        for i, sub in enumerate(raw.get(key) or []):
+            if isinstance(sub, dict):
+                yield from _walk_condition(w.at(key, i), sub)
+    if isinstance(raw.get("not"), dict):
+        yield from _walk_condition(w.at("not"), raw["not"])
+
+
+def build_context(docs: Sequence[Document], crm_fields: frozenset[str] | None) -> Context:
+    ctx = Context(docs, crm_fields)
+    for doc in docs:
+        data = doc.data if isinstance(doc.data, dict) else {}
+        root = Where(doc, "")
+        if isinstance(data.get("settings"), dict):
+            for key, value in data["settings"].items():
+                if key in ctx.settings:
+                    ctx.problems.append(root.at("settings", key).error(
+                        f'settings.{key} is set twice in the policy set (also at {_pos(ctx.settings[key][0])})',
+                        "duplicate-section", key=True))
+                ctx.settings[key] = (root.at("settings", key), value)
+        for section in ("crm", "default"):
+            if section in data:
+                previous = getattr(ctx, section)
+                if previous is not None:
+                    ctx.problems.append(root.at(section).error(
+                        f"`{section}` appears twice in the policy set (also at {_pos(previous[0])})",
+                        "duplicate-section", key=True))
+                else:
+                    setattr(ctx, section, (root.at(section), data[section]))
+        for section in ("targets", "schedules", "lists"):
+            table: dict[str, tuple[Where, Any]] = getattr(ctx, section)
+            for name, raw in (data.get(section) or {}).items():
+                w = root.at(section, name)
+                if name in table:
+                    ctx.problems.append(w.error(
+                        f'{section[:-1]} "{name}" is defined twice (also at {_pos(table[name][0])})',
+                        "duplicate-name", key=True))
+                    continue
+                table[name] = (w, raw)
+        for section in ("routes", "transfers"):
+            for i, raw in enumerate(data.get(section) or []):
+                if isinstance(raw, dict):
+                    ctx.routes.append((root.at(section, i), raw, section))
+    return ctx
+
+
+def _pos(w: Where) -> str:
+    line, col = w.doc.position(w.pointer, key=True)
+    return f"{w.doc.file}:{line}:{col}"
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def default_present(ctx: Context) -> Iterator[PolicyError]:
+    if ctx.default is None and ctx.docs:
+        doc = ctx.docs[0]
+        yield doc.error("", "the policy set has no `default`: add `default: <target>` for calls no route takes",
+                        "missing-default")
+
+
+def settings_valid(ctx: Context) -> Iterator[PolicyError]:
+    if "timezone" in ctx.settings:
+        w, tz = ctx.settings["timezone"]
+        if isinstance(tz, str) and tz not in _zones():
+            yield w.error(f'unknown time zone "{tz}"{did_you_mean(tz, _zones())}', "bad-timezone")
+    if "region" in ctx.settings:
+        w, region = ctx.settings["region"]
+        if isinstance(region, str) and not phone.is_country(region):
+            yield w.error(f'unknown region "{region}"; use an ISO 3166 code such as US or GB'
+                          f"{did_you_mean(region.upper(), phone.countries())}", "bad-country")
+
+
+def crm_valid(ctx: Context) -> Iterator[PolicyError]:
+    if ctx.crm is None or not isinstance(ctx.crm[1], dict):
+        return
+    w, raw = ctx.crm
+    sources = [k for k in ("file", "http") if k in raw]
+    if len(sources) != 1:
+        yield w.error("crm needs exactly one of `file` or `http`", "crm-source", key=True)
+    http = raw.get("http")
+    if isinstance(http, dict):
+        url = http.get("url")
+        if isinstance(url, str):
+            if not url.startswith(("http://", "https://")):
+                yield w.at("http", "url").error("crm.http.url must start with http:// or https://", "bad-url")
+            for ref in (m.group(1).strip() for m in TEMPLATE.finditer(url)):
+                if ref != "caller":
+                    yield w.at("http", "url").error(f"${{{ref}}} is not available in the CRM url; use ${{caller}}",
+                                                    "bad-template")
+        for name, value in (http.get("headers") or {}).items():
+            for ref in (m.group(1).strip() for m in TEMPLATE.finditer(str(value))):
+                if not re.fullmatch(r"env\.[A-Za-z_][A-Za-z0-9_]*", ref):
+                    yield w.at("http", "headers", name).error(
+                        f"${{{ref}}} is not allowed in a header; use ${{env.NAME}}", "bad-template")
+    deadline = ctx.settings.get("deadline_ms", (None, 4000))[1]
+    timeout = raw.get("timeout_ms")
+    if isinstance(timeout, int) and isinstance(deadline, int) and timeout >= deadline:
+        yield w.at("timeout_ms").error(
+            f"crm.timeout_ms ({timeout}) is not below settings.deadline_ms ({deadline}): every slow lookup "
+            "ends in the fallback", "crm-timeout", severity="warning")
+
+
+def unique_route_ids(ctx: Context) -> Iterator[PolicyError]:
+    seen: dict[str, Where] = {}
+    for w, raw, _ in ctx.routes:
+        rid = raw.get("id")
+        if not isinstance(rid, str):
+            continue
+        if rid in seen:
+            yield w.at("id").error(f'route id "{rid}" is used twice (first at {_pos(seen[rid].at("id"))})',
+                                   "duplicate-id")
+        else:
+            seen[rid] = w
+
+
+def references_resolve(ctx: Context) -> Iterator[PolicyError]:
+    for w, raw, _ in ctx.all_targets():
+        if isinstance(raw, str) and raw not in ctx.targets:
+            yield w.error(f'unknown target "{raw}"{did_you_mean(raw, ctx.targets)}', "unknown-target")
+    for name in ctx.targets:
+        if _cycle(ctx, name, set()):
+            w, _ = ctx.targets[name]
+            yield w.error(f'target "{name}" refers to itself', "target-cycle", key=True)
+    for w, cond in ctx.conditions():
+        for key in ("during", "outside"):
+            name = cond.get(key)
+            if isinstance(name, str) and name not in ctx.schedules:
+                yield w.at(key).error(f'unknown schedule "{name}"{did_you_mean(name, ctx.schedules)}',
+                                      "unknown-schedule")
+        for key in NUMBER_KEYS:
+            spec = cond.get(key)
+            if isinstance(spec, dict) and "in" in spec:
+                for i, name in enumerate(as_list(spec["in"])):
+                    if isinstance(name, str) and name not in ctx.lists:
+                        at = w.at(key, "in", i) if isinstance(spec["in"], list) else w.at(key, "in")
+                        yield at.error(f'unknown list "{name}"{did_you_mean(name, ctx.lists)}', "unknown-list")
+
+
+def _cycle(ctx: Context, name: str, seen: set[str]) -> bool:
+    if name in seen:
+        return True
+    entry = ctx.targets.get(name)
+    if entry is None:
+        return False
+    refs = [raw for _, raw, _ in _walk_target(entry[0], entry[1], "named") if isinstance(raw, str)]
+    return any(_cycle(ctx, r, seen | {name}) for r in refs)
+
+
+def _check_number(w: Where, text: Any, region: str | None) -> Iterator[PolicyError]:
+    if not isinstance(text, str):
+        return
+    if text.endswith("*"):
+        if not re.fullmatch(r"\+\d{1,14}\*", text):
+            yield w.error(f'"{text}" is not a valid prefix: write + and digits, then *, e.g. "+44*"', "bad-prefix")
+        return
+    if phone.normalise(text, region) is None:
+        hint = "" if text.startswith("+") or region else " (numbers without +country need settings.region)"
+        yield w.error(f'"{text}" is not a possible phone number{hint}', "bad-number")
+
+
+def numbers_valid(ctx: Context) -> Iterator[PolicyError]:
+    region = ctx.region
+    for name, (w, entries) in ctx.lists.items():
+        for i, text in enumerate(entries if isinstance(entries, list) else []):
+            yield from _check_number(w.at(i), text, region)
+    for w, cond in ctx.conditions():
+        for key in NUMBER_KEYS:
+            if key not in cond:
+                continue
+            spec = cond[key]
+            if isinstance(spec, str):
+                yield from _check_number(w.at(key), spec, region)
+            elif isinstance(spec, list):
+                for i, text in enumerate(spec):
+                    yield from _check_number(w.at(key, i), text, region)
+            elif isinstance(spec, dict):
+                yield from _number_mapping(w.at(key), spec)
+
+
+def _number_mapping(w: Where, spec: dict[str, Any]) -> Iterator[PolicyError]:
+    if "prefix" in spec:
+        many = isinstance(spec["prefix"], list)
+        for i, p in enumerate(as_list(spec["prefix"])):
+            if isinstance(p, str) and not re.fullmatch(r"\+\d{1,14}\*?", p):
+                yield (w.at("prefix", i) if many else w.at("prefix")).error(
+                    f'"{p}" is not a valid prefix: write + and digits, e.g. "+44"', "bad-prefix")
+    if isinstance(spec.get("regex"), str):
+        pattern = spec["regex"]
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            yield w.at("regex").error(f"invalid regex: {exc}", "bad-regex")
+        else:
+            if _NESTED_QUANTIFIER.search(pattern):
+                yield w.at("regex").error(
+                    "regex has a nested quantifier such as (a+)+ that can backtrack for seconds; "
+                    "rewrite it without repeating a repeated group", "slow-regex")
+    if "country" in spec:
+        many = isinstance(spec["country"], list)
+        for i, c in enumerate(as_list(spec["country"])):
+            if isinstance(c, str) and not phone.is_country(c.upper()):
+                yield (w.at("country", i) if many else w.at("country")).error(
+                    f'unknown country "{c}"{did_you_mean(c.upper(), phone.countries())}', "bad-country")
+    if "type" in spec:
+        many = isinstance(spec["type"], list)
+        for i, t in enumerate(as_list(spec["type"])):
+            if isinstance(t, str) and t not in phone.NUMBER_TYPES:
+                yield (w.at("type", i) if many else w.at("type")).error(
+                    f'unknown number type "{t}"{did_you_mean(t, phone.NUMBER_TYPES)}; one of '
+                    f"{', '.join(phone.NUMBER_TYPES)}", "bad-number-type")
+
+
+def targets_well_formed(ctx: Context) -> Iterator[PolicyError]:
+    for w, raw, context in ctx.all_targets():
+        if not isinstance(raw, dict):
+            if context == "transfer" and isinstance(raw, str) and raw in ctx.targets:
+                kind = _kind(ctx.targets[raw][1])
+                if kind not in ("destination", "error", None):
+                    yield w.error(f'a transfer answers with a destination or an error; target "{raw}" is {kind}',
+                                  "bad-transfer-target")
+            continue
+        kinds = [k for k in PRIMARY if k in raw]
+        if len(kinds) != 1:
+            found = ", ".join(kinds) if kinds else "none"
+            yield w.error(f"a target needs exactly one of {', '.join(PRIMARY)}; found {found}", "target-kind")
+            continue
+        kind = kinds[0]
+        for key in ("assistantOverrides", "squadOverrides", "workflowOverrides"):
+            if key in raw and OVERRIDES.get(kind) != key:
+                wanted = OVERRIDES.get(kind)
+                hint = f"; use {wanted}" if wanted else f"; a {kind} target takes no overrides"
+                yield w.at(key).error(f"{key} does not go with {kind}{hint}", "bad-overrides", key=True)
+        if context == "transfer" and kind not in ("destination", "error", "split"):
+            yield w.error(f"a transfer answers with a destination or an error, not {kind}", "bad-transfer-target")
+        if kind == "split" and isinstance(raw["split"], list):
+            weights = [v.get("weight") for v in raw["split"] if isinstance(v, dict)]
+            if all(isinstance(x, int) for x in weights) and sum(weights) <= 0:  # type: ignore[arg-type]
+                yield w.at("split").error("split weights add up to 0; give at least one variant a weight",
+                                          "bad-split")
+            for i, x in enumerate(weights):
+                if x == 0:
+                    yield w.at("split", i, "weight").error("a variant with weight 0 never answers", "bad-split",
+                                                           severity="warning")
+        for key in (kind, "assistantOverrides", "squadOverrides", "workflowOverrides"):
+            if key in raw and isinstance(raw[key], dict):
+                for p in check_payload(key, raw[key]):
+                    yield Where(w.doc, w.pointer + pointer_of(key) + p.pointer).error(
+                        p.message, p.code, key=p.code in ("vapi-unknown-field", "vapi-legacy-field"))
+
+
+def _kind(raw: Any) -> str | None:
+    if isinstance(raw, dict):
+        return next((k for k in PRIMARY if k in raw), None)
+    return None
+
+
+def templates_resolve(ctx: Context) -> Iterator[PolicyError]:
+    crm = ctx.crm[1] if ctx.crm and isinstance(ctx.crm[1], dict) else None
+    known_fields: frozenset[str] | None = None
+    if crm is not None and isinstance(crm.get("http"), dict):
+        known_fields = frozenset((crm["http"].get("fields") or {}).keys())
+    elif crm is not None:
+        known_fields = ctx.crm_fields
+    for w, raw, _ in ctx.all_targets():
+        if not isinstance(raw, dict):
+            continue
+        for pointer, text in _strings(raw, ""):
+            for ref in (m.group(1).strip() for m in TEMPLATE.finditer(text)):
+                at = Where(w.doc, w.pointer + pointer)
+                head, _, field_name = ref.partition(".")
+                if head == "crm" and field_name:
+                    if crm is None:
+                        yield at.error(f"${{{ref}}} needs a `crm` section", "bad-template")
+                    elif known_fields is not None and field_name not in known_fields:
+                        yield at.error(f"${{{ref}}}: the CRM has no field \"{field_name}\""
+                                       f"{did_you_mean(field_name, known_fields)}", "bad-template")
+                elif ref not in REFS:
+                    choices = [*REFS, *(f"crm.{f}" for f in known_fields or ())]
+                    yield at.error(f"${{{ref}}} is not a known reference{did_you_mean(ref, choices)}; use "
+                                   "${caller}, ${dialled}, ${call.id}, ${route} or ${crm.FIELD}", "bad-template")
+
+
+def _strings(value: Any, pointer: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield pointer, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if k != "split":
+                yield from _strings(v, pointer + pointer_of(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, pointer + pointer_of(i))
+
+
+def schedules_valid(ctx: Context) -> Iterator[PolicyError]:
+    for name, (w, raw) in ctx.schedules.items():
+        if isinstance(raw, dict):
+            yield from check_schedule(w.doc, w.pointer, raw, default_timezone=ctx.timezone)
+
+
+def crm_conditions_need_crm(ctx: Context) -> Iterator[PolicyError]:
+    if ctx.crm is not None:
+        return
+    for w, cond in ctx.conditions():
+        for key in ("tags", "crm"):
+            if key in cond:
+                yield w.at(key).error(f"`{key}` reads the CRM but the policy has no `crm` section: it never matches",
+                                      "crm-disabled", severity="warning", key=True)
+        status = cond.get("crm_status")
+        if status is not None and "disabled" not in as_list(status):
+            yield w.at("crm_status").error("without a `crm` section crm_status is always \"disabled\"",
+                                           "crm-disabled", severity="warning", key=True)
+
+
+def unreachable_routes(ctx: Context) -> Iterator[PolicyError]:
+    for section in ("routes", "transfers"):
+        earlier: list[tuple[str, dict[str, Any]]] = []
+        for w, raw, sec in ctx.routes:
+            if sec != section:
+                continue
+            when = raw.get("when") or {}
+            if not isinstance(when, dict):
+                continue
+            for rid, prior in earlier:
+                if all(k in when and when[k] == v for k, v in prior.items()):
+                    why = "matches every call" if not prior else "has the same conditions or fewer"
+                    yield w.at("id").error(f'route "{raw.get("id")}" can never match: route "{rid}" before it {why}',
+                                           "unreachable", severity="warning")
+                    break
+            earlier.append((str(raw.get("id")), when))
+
+
+def unused_names(ctx: Context) -> Iterator[PolicyError]:
+    used_targets = {raw for _, raw, _ in ctx.all_targets() if isinstance(raw, str)}
+    used_schedules: set[str] = set()
+    used_lists: set[str] = set()
+    for _, cond in ctx.conditions():
+        used_schedules.update(v for k, v in cond.items() if k in ("during", "outside") and isinstance(v, str))
+        for key in NUMBER_KEYS:
+            spec = cond.get(key)
+            if isinstance(spec, dict) and "in" in spec:
+                used_lists.update(x for x in as_list(spec["in"]) if isinstance(x, str))
+    for kind, table, used in (("target", ctx.targets, used_targets), ("schedule", ctx.schedules, used_schedules),
+                              ("list", ctx.lists, used_lists)):
+        for name, (w, _) in table.items():
+            if name not in used:
+                yield w.error(f'{kind} "{name}" is defined but never used', "unused", severity="warning", key=True)
+
+
+Check = Callable[[Context], Iterator[PolicyError]]
+CHECKS: tuple[Check, ...] = (
+    default_present,
+    settings_valid,
+    crm_valid,
+    unique_route_ids,
+    references_resolve,
+    numbers_valid,
+    targets_well_formed,
+    templates_resolve,
+    schedules_valid,
+    crm_conditions_need_crm,
+    unreachable_routes,
+    unused_names,
+)
+
+
+def check(docs: Sequence[Document], *, crm_fields: frozenset[str] | None = None) -> Iterator[PolicyError]:
+    """Every semantic problem of a schema-valid policy set (duplicates across files first)."""
+    ctx = build_context(docs, crm_fields)
+    yield from ctx.problems
+    for rule in CHECKS:
+        yield from rule(ctx)

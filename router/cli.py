@@ -1,0 +1,241 @@
+"""`vapi-router` command line: parse arguments, call the pipeline, print, return an exit code. [edge]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from router import report
+from router.cases import CaseResult, decide, policy_path_for, run_file, test_files, uncovered
+from router.crm import FileCrm
+from router.errors import PolicyError
+from router.evaluator import explain
+from router.facts import facts_from_call, facts_from_message, parse_time
+from router.loader import Loaded, lint_path, policy_files
+from router.model import Facts, Policy
+from router.schedules import effective_hours, format_hours
+from router.schema import policy_schema
+
+
+def policy_sets(path: Path) -> list[Path]:
+    """A file, a directory of policy files, or a tree of such directories (e.g. examples/)."""
+    if not path.is_dir():
+        return [path]
+    if any(p for p in policy_files(path) if p.exists()):
+        return [path]
+    found: list[Path] = []
+    for child in sorted(path.iterdir()):
+        if child.is_dir() and not child.name.startswith("."):
+            found.extend(s for s in policy_sets(child) if s.is_dir() and policy_files(s))
+    return found or [path]
+
+
+def _load_or_print(path: Path) -> Loaded:
+    loaded = lint_path(path)
+    if loaded.policy is None:
+        print(report.problems_text(loaded.problems), file=sys.stderr)
+    return loaded
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    problems: list[PolicyError] = []
+    for path in args.paths:
+        for policy_set in policy_sets(Path(path)):
+            problems.extend(lint_path(policy_set).problems)
+    if args.format == "json":
+        print(report.problems_json(problems))
+    elif args.format == "github":
+        if problems:
+            print(report.problems_github(problems))
+    elif problems:
+        print(report.problems_text(problems))
+    errors = [p for p in problems if p.severity == "error" or args.strict]
+    return 1 if errors else 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    results: list[CaseResult] = []
+    missing: list[str] = []
+    failed_to_load = False
+    for path in args.paths:
+        for policy_set in policy_sets(Path(path)):
+            files = test_files(policy_set)
+            if not files and policy_set.is_dir():
+                continue
+            loaded = _load_or_print(policy_path_for(files[0]) if files and not policy_set.is_dir() else policy_set)
+            if loaded.policy is None:
+                failed_to_load = True
+                continue
+            policy_results: list[CaseResult] = []
+            for f in files:
+                rs, problems = run_file(loaded.policy, f)
+                if problems:
+                    print(report.problems_text(problems), file=sys.stderr)
+                    failed_to_load = True
+                policy_results.extend(rs)
+            results.extend(policy_results)
+            missing.extend(uncovered(loaded.policy, policy_results))
+    cov = missing if args.coverage else None
+    if args.format == "json":
+        print(report.cases_json(results, cov))
+    elif args.format == "junit":
+        print(report.cases_junit(results))
+    else:
+        print(report.cases_text(results, cov))
+    return 1 if failed_to_load or any(not r.ok for r in results) else 0
+
+
+def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"vapi-router explain: {flag} wants KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def explain_facts(policy: Policy, args: argparse.Namespace, now: datetime) -> Facts:
+    """Facts from --request or the flags; CRM facts from the flags, else the embedded file."""
+    region = policy.settings.region
+    call: dict[str, Any] = {}
+    if args.tags is not None:
+        call["tags"] = [t for t in args.tags.split(",") if t]
+    if args.crm:
+        call["crm"] = _pairs(args.crm, "--crm")
+    if args.crm_status:
+        call["crm_status"] = args.crm_status
+    given = bool(call)
+    if args.request:
+        data = json.loads(Path(args.request).read_text(encoding="utf-8"))
+        message = data.get("message", data) if isinstance(data, dict) else {}
+        facts = facts_from_message(message, region=region, now=now)
+        extra = facts_from_call(call, region=region, now=now, crm_enabled=policy.crm is not None)
+        facts = replace(facts, crm_status=extra.crm_status, tags=extra.tags, crm=extra.crm)
+    else:
+        call["caller"] = None if args.caller == "anonymous" else args.caller
+        call["dialled"] = args.dialled
+        if args.at:
+            if parse_time(args.at) is None:
+                raise SystemExit(f"vapi-router explain: --at wants ISO 8601 like 2026-11-21T22:00:00-05:00, got {args.at!r}")
+            call["at"] = args.at
+        call["variables"] = _pairs(args.var or [], "--var")
+        call["phone_number_id"] = args.phone_number_id
+        facts = facts_from_call(call, region=region, now=now, crm_enabled=policy.crm is not None)
+    if not given and policy.crm is not None and policy.crm.file:
+        if facts.caller is None:
+            facts = replace(facts, crm_status="not_found")
+        else:
+            record = FileCrm.from_path(Path(policy.crm.file), region=region).get(facts.caller)
+            facts = replace(facts, crm_status=record.status, tags=record.tags, crm=dict(record.fields))
+    return facts
+
+
+def explain_data(policy: Policy, facts: Facts, *, transfer: bool = False) -> dict[str, Any]:
+    """The explain answer: decision, reply and one trace step per route tried."""
+    traced = explain(policy, facts, transfer=transfer)
+    decision, reply, target = decide(policy, facts, transfer=transfer)
+    return {
+        "route": decision.route.id if decision.route else None,
+        "target": target or None,
+        "reply": reply,
+        "trace": [{"route": s.route, "matched": s.matched, "reason": s.reason} for s in traced.trace],
+    }
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    if not args.request and (args.caller is None or args.dialled is None):
+        print("vapi-router explain: give --request FILE, or --caller and --dialled", file=sys.stderr)
+        return 2
+    loaded = _load_or_print(Path(args.path))
+    if loaded.policy is None:
+        return 1
+    facts = explain_facts(loaded.policy, args, datetime.now(UTC))
+    transfer = False
+    if args.request:
+        data = json.loads(Path(args.request).read_text(encoding="utf-8"))
+        transfer = isinstance(data, dict) and data.get("message", data).get("type") == "transfer-destination-request"
+    data = explain_data(loaded.policy, facts, transfer=transfer)
+    print(json.dumps(data, indent=2) if args.json else report.explain_text(data))
+    return 0
+
+
+def cmd_hours(args: argparse.Namespace) -> int:
+    loaded = _load_or_print(Path(args.path))
+    if loaded.policy is None:
+        return 1
+    schedule = loaded.policy.schedules.get(args.schedule)
+    if schedule is None:
+        names = ", ".join(sorted(loaded.policy.schedules)) or "none"
+        print(f'vapi-router hours: no schedule "{args.schedule}" (schedules: {names})', file=sys.stderr)
+        return 2
+    try:
+        start = date.fromisoformat(args.start) if args.start else datetime.now(UTC).date()
+    except ValueError:
+        print(f"vapi-router hours: --from wants YYYY-MM-DD, got {args.start!r}", file=sys.stderr)
+        return 2
+    print(format_hours(schedule, effective_hours(schedule, start, args.days)))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(policy_schema(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vapi-router", description="Route Vapi assistant-requests by YAML policy.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("lint", help="check policies: every problem as FILE:LINE:COL")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--format", choices=("text", "json", "github"), default="text")
+    p.add_argument("--strict", action="store_true", help="warnings fail too")
+    p.set_defaults(func=cmd_lint)
+
+    p = sub.add_parser("test", help="run the *.test.yaml cases")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--format", choices=("text", "json", "junit"), default="text")
+    p.add_argument("--coverage", action="store_true", help="list routes no case reaches")
+    p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("explain", help="the decision for one call, and why")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--request", metavar="FILE", help="a whole Vapi message (JSON)")
+    p.add_argument("--caller", metavar="N", help="caller number, or 'anonymous'")
+    p.add_argument("--dialled", metavar="N")
+    p.add_argument("--at", metavar="ISO", help="call time (default: now)")
+    p.add_argument("--tags", metavar="a,b")
+    p.add_argument("--crm", action="append", metavar="k=v")
+    p.add_argument("--crm-status", choices=("ok", "not_found", "timeout", "error", "disabled"))
+    p.add_argument("--var", action="append", metavar="k=v")
+    p.add_argument("--phone-number-id", metavar="ID")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("hours", help="effective open hours, day by day")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("schedule", metavar="SCHEDULE")
+    p.add_argument("--from", dest="start", metavar="DATE")
+    p.add_argument("--days", type=int, default=7)
+    p.set_defaults(func=cmd_hours)
+
+    p = sub.add_parser("schema", help="print the policy JSON Schema")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Stage 5: evaluate(policy, facts) -> Decision. Pure: no I/O, no clock; total and deterministic.
+
+The fast path asks the route index for the few candidate routes; `explain` walks every
+route in order and records why each did or did not match. Both give the same decision
+(a property the tests check on random facts).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Sequence
+
+from router import phone
+from router.model import (
+    All,
+    AnyOf,
+    Condition,
+    Decision,
+    Facts,
+    NeedCrm,
+    Not,
+    Policy,
+    Route,
+    RouteIndex,
+    Step,
+)
+from router.schedules import is_open
+
+_NEED_CRM = Decision(None, None, needs_crm=True)
+
+
+def candidates(index: RouteIndex, facts: Facts) -> Iterable[int]:
+    """Route positions, ascending and without repeats, that the index cannot rule out."""
+    found: list[tuple[int, ...]] = []
+    if index.always:
+        found.append(index.always)
+    c = facts.caller
+    if c is None:
+        if index.anonymous:
+            found.append(index.anonymous)
+    else:
+        if (x := index.caller_exact.get(c)) is not None:
+            found.append(x)
+        for n in index.caller_prefix_lengths:
+            if (x := index.caller_prefix.get(c[:n])) is not None:
+                found.append(x)
+        if index.caller_country and (x := index.caller_country.get(phone.country_of(c) or "")) is not None:
+            found.append(x)
+    d = facts.dialled
+    if d is not None:
+        if (x := index.dialled_exact.get(d)) is not None:
+            found.append(x)
+        for n in index.dialled_prefix_lengths:
+            if (x := index.dialled_prefix.get(d[:n])) is not None:
+                found.append(x)
+    if index.phone_number_id and (x := index.phone_number_id.get(facts.phone_number_id or "")) is not None:
+        found.append(x)
+    if index.tag_routes:
+        if facts.crm_status is None:
+            found.append(index.tag_routes)
+        else:
+            for t in facts.tags:
+                if (x := index.tags.get(t)) is not None:
+                    found.append(x)
+    for schedule, open_routes, closed_routes in index.schedules:
+        chosen = open_routes if is_open(schedule, facts.at) else closed_routes
+        if chosen:
+            found.append(chosen)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        return ()
+    if sum(map(len, found)) <= 64:
+        return sorted(set().union(*found))
+    return _unique(heapq.merge(*found))
+
+
+def _unique(merged: Iterable[int]) -> Iterable[int]:
+    last = -1
+    for i in merged:
+        if i != last:
+            yield i
+            last = i
+
+
+def first_match(routes: Sequence[Route], index: RouteIndex, facts: Facts) -> Decision | None:
+    try:
+        for i in candidates(index, facts):
+            r = routes[i]
+            if r.when.test(facts):
+                return Decision(r, r.then)
+    except NeedCrm:
+        return _NEED_CRM
+    return None
+
+
+def evaluate(policy: Policy, facts: Facts) -> Decision:
+    """The decision for an assistant-request: the first matching route, else the default."""
+    return first_match(policy.routes, policy.index, facts) or Decision(None, policy.default)
+
+
+def evaluate_transfer(policy: Policy, facts: Facts) -> Decision:
+    """The decision for a transfer-destination-request; target None when nothing matches."""
+    return first_match(policy.transfers, policy.transfer_index, facts) or Decision(None, None)
+
+
+def evaluate_linear(policy: Policy, facts: Facts) -> Decision:
+    """The same decision by scanning every route: the baseline for benchmarks and tests."""
+    try:
+        for r in policy.routes:
+            if r.when.test(facts):
+                return Decision(r, r.then)
+    except NeedCrm:
+        return _NEED_CRM
+    return Decision(None, policy.default)
+
+
+def explain(policy: Policy, facts: Facts, *, transfer: bool = False) -> Decision:
+    """The decision with one Step per route tried, in order, up to the match."""
+    steps: list[Step] = []
+    routes = policy.transfers if transfer else policy.routes
+    for r in routes:
+        try:
+            ok, reason = explain_condition(r.when, facts)
+        except NeedCrm:
+            steps.append(Step(r.id, False, "needs the CRM lookup first"))
+            return Decision(None, None, needs_crm=True, trace=tuple(steps))
+        steps.append(Step(r.id, ok, reason))
+        if ok:
+            return Decision(r, r.then, trace=tuple(steps))
+    return Decision(None, None if transfer else policy.default, trace=tuple(steps))
+
+
+def explain_condition(cond: Condition, facts: Facts) -> tuple[bool, str]:
+    """Whether `cond` holds and why: the first part that failed, or what matched."""
+    if isinstance(cond, All):
+        reasons = []
+        for part in cond.parts:
+            ok, why = explain_condition(part, facts)
+            if not ok:
+                return False, why
+            reasons.append(why)
+        return True, "; ".join(reasons)
+    if isinstance(cond, AnyOf):
+        whys = []
+        for part in cond.parts:
+            ok, why = explain_condition(part, facts)
+            if ok:
+                return True, why
+            whys.append(why)
+        return False, "none of: " + " | ".join(whys)
+    if isinstance(cond, Not):
+        ok, why = explain_condition(cond.part, facts)
+        return (not ok), f"not ({why})"
+    ok = cond.test(facts)
+    actual = cond.actual(facts)
+    verdict = "yes" if ok else "no"
+    return ok, f"{cond.describe()}: {verdict}" + (f" ({actual})" if actual else "")

@@ -1,0 +1,124 @@
+"""Vapi message (or call facts from a test case / CLI flags) -> Facts. Pure, lenient.
+
+Real messages carry nulls where the spec says otherwise, ISO or epoch-ms timestamps and
+national-format numbers; none of that may fail a call, so every field degrades to "absent".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from router import phone
+from router.model import CrmStatus, Facts
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def scalar_text(value: Any) -> str | None:
+    """Variables and CRM values compare as text ('true', '3')."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    return None
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Epoch milliseconds (or seconds, when small) or ISO 8601 -> aware UTC datetime."""
+    try:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int | float):
+            if not math.isfinite(value):
+                return None
+            seconds = value / 1000 if abs(value) > 1e11 else value
+            return datetime.fromtimestamp(seconds, UTC)
+        if isinstance(value, str) and value.strip():
+            text = value.strip()
+            if text.replace(".", "", 1).isdigit():
+                return parse_time(float(text))
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return None
+
+
+def caller_text(message: Mapping[str, Any]) -> str | None:
+    return _text(_get(message, "customer", "number")) or _text(_get(message, "call", "customer", "number"))
+
+
+def facts_from_message(message: Mapping[str, Any], *, region: str | None, now: datetime) -> Facts:
+    """Facts of a Vapi server message (`body["message"]`); `now` only when it has no timestamp."""
+    raw_caller = caller_text(message)
+    raw_dialled = _text(_get(message, "phoneNumber", "number"))
+    variables_raw = _get(message, "call", "assistantOverrides", "variableValues")
+    variables: dict[str, str] = {}
+    if isinstance(variables_raw, Mapping):
+        for k, v in variables_raw.items():
+            text = scalar_text(v)
+            if isinstance(k, str) and text is not None:
+                variables[k] = text
+    pnid = _text(_get(message, "call", "phoneNumberId")) or _text(_get(message, "phoneNumber", "id"))
+    return Facts(
+        caller=phone.normalise(raw_caller, region) if raw_caller else None,
+        dialled=phone.normalise(raw_dialled, region) if raw_dialled else None,
+        at=parse_time(message.get("timestamp")) or now,
+        phone_number_id=pnid,
+        call_id=_text(_get(message, "call", "id")),
+        variables=variables,
+    )
+
+
+def facts_from_call(
+    call: Mapping[str, Any],
+    *,
+    region: str | None,
+    now: datetime,
+    crm_enabled: bool,
+) -> Facts:
+    """Facts from a test case's `call:` mapping or the explain flags (same keys).
+
+    CRM facts come from the case: tags/crm given -> ok unless crm_status says otherwise."""
+    caller_raw = _text(call.get("caller"))
+    dialled_raw = _text(call.get("dialled"))
+    tags = frozenset(str(t) for t in (call.get("tags") or []))
+    crm = {str(k): v for k, v in ((k, scalar_text(v)) for k, v in (call.get("crm") or {}).items()) if v is not None}
+    status: CrmStatus
+    if call.get("crm_status"):
+        status = call["crm_status"]
+    elif not crm_enabled:
+        status = "disabled"
+    elif tags or crm:
+        status = "ok"
+    else:
+        status = "not_found"
+    variables = {str(k): v for k, v in ((k, scalar_text(v)) for k, v in (call.get("variables") or {}).items()) if v}
+    return Facts(
+        caller=phone.normalise(caller_raw, region) if caller_raw else None,
+        dialled=phone.normalise(dialled_raw, region) if dialled_raw else None,
+        at=parse_time(call.get("at")) or now,
+        phone_number_id=_text(call.get("phone_number_id")),
+        call_id=_text(call.get("call_id")),
+        variables=variables,
+        crm_status=status,
+        tags=tags,
+        crm=crm,
+    )

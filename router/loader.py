@@ -1,0 +1,162 @@
+"""Read a policy path and run the pipeline: parse -> schema -> checks -> compile. [read]
+
+A policy set is one YAML file or a directory's top-level *.yaml files (not *.test.yaml;
+symlinks followed; dot-entries such as a ConfigMap's ..data skipped), in file-name order.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from router.checks import check
+from router.compiler import compile_policy, version_of
+from router.document import Document, parse_document
+from router.errors import PolicyError, PolicyInvalid
+from router.model import Policy
+from router.schema import validate
+
+MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
+def policy_files(path: Path) -> list[Path]:
+    """The files of a policy set, in merge order."""
+    if path.is_dir():
+        return sorted(
+            (p for p in path.iterdir() if _is_policy_file(p)),
+            key=lambda p: p.name,
+        )
+    return [path]
+
+
+def _is_policy_file(p: Path) -> bool:
+    return (
+        not p.name.startswith(".")
+        and p.name.endswith(".yaml")
+        and not p.name.endswith(".test.yaml")
+        and p.is_file()  # follows symlinks
+    )
+
+
+def read_texts(path: Path) -> list[tuple[str, str]]:
+    """(display name, text) per file; raises PolicyError for unreadable files."""
+    if not path.exists():
+        raise PolicyError(str(path), 1, 1, "no such file or directory", "no-file")
+    files = policy_files(path)
+    if not files:
+        raise PolicyError(str(path), 1, 1, "no *.yaml policy files in this directory", "no-file")
+    out = []
+    for f in files:
+        try:
+            if f.stat().st_size > MAX_FILE_BYTES:
+                raise PolicyError(str(f), 1, 1, f"file is larger than {MAX_FILE_BYTES // 2**20} MiB", "too-large")
+            out.append((str(f), f.read_text(encoding="utf-8")))
+        except UnicodeDecodeError:
+            raise PolicyError(str(f), 1, 1, "file is not UTF-8 text", "not-text") from None
+        except OSError as exc:
+            raise PolicyError(str(f), 1, 1, f"cannot read: {exc.strerror}", "no-file") from None
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """The outcome of linting a policy set: its documents, problems and (if clean) policy."""
+
+    docs: tuple[Document, ...]
+    problems: tuple[PolicyError, ...]
+    policy: Policy | None
+    version: str
+
+    @property
+    def errors(self) -> list[PolicyError]:
+        return [p for p in self.problems if p.severity == "error"]
+
+
+def crm_file_of(docs: Sequence[Document]) -> tuple[Document, str, Path] | None:
+    """The embedded CRM file a set names (crm.file, relative to its policy file)."""
+    for doc in docs:
+        if isinstance(doc.data, dict) and isinstance(doc.data.get("crm"), dict):
+            name = doc.data["crm"].get("file")
+            if isinstance(name, str):
+                return doc, name, (Path(doc.file).parent / name)
+    return None
+
+
+def crm_columns(path: Path) -> frozenset[str]:
+    """Field names an embedded CRM file offers (for ${crm.X} checks)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".csv":
+        header = next(csv.reader(io.StringIO(text)), [])
+        return frozenset(h.strip() for h in header if h.strip() not in ("number", "tags", ""))
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    names: set[str] = set()
+    if isinstance(data, dict):
+        for record in data.values():
+            if isinstance(record, dict):
+                names.update(str(k) for k in record if k != "tags")
+    return frozenset(names)
+
+
+def lint_texts(texts: Sequence[tuple[str, str]]) -> Loaded:
+    """Every problem of a policy set given as texts; compiles it when there are no errors."""
+    problems: list[PolicyError] = []
+    docs: list[Document] = []
+    for name, text in texts:
+        try:
+            doc = parse_document(text, file=name)
+        except PolicyError as exc:
+            problems.append(exc)
+            continue
+        docs.append(doc)
+        problems.extend(doc.problems)
+        problems.extend(validate(doc))
+    version = version_of(texts)
+    if any(p.severity == "error" for p in problems) or not docs:
+        return Loaded(tuple(docs), tuple(sorted(problems)), None, version)
+    crm_fields: frozenset[str] | None = None
+    crm_path: str | None = None
+    found = crm_file_of(docs)
+    if found is not None:
+        doc, name, path = found
+        base = Path(doc.file).parent.resolve()
+        resolved = path.resolve()
+        if not resolved.is_relative_to(base):
+            problems.append(doc.error("/crm/file", f'crm.file "{name}" is outside the policy directory',
+                                      "crm-file"))
+        elif not resolved.is_file():
+            problems.append(doc.error("/crm/file", f'crm.file "{name}" does not exist (looked for {path})',
+                                      "crm-file"))
+        else:
+            try:
+                crm_fields = crm_columns(resolved)
+                crm_path = str(resolved)
+            except (OSError, ValueError, yaml.YAMLError) as exc:
+                problems.append(doc.error("/crm/file", f'crm.file "{name}" cannot be read: {exc}', "crm-file"))
+    problems.extend(check(docs, crm_fields=crm_fields))
+    if any(p.severity == "error" for p in problems):
+        return Loaded(tuple(docs), tuple(sorted(problems)), None, version)
+    policy = compile_policy(docs, version=version, crm_file=crm_path)
+    return Loaded(tuple(docs), tuple(sorted(problems)), policy, version)
+
+
+def lint_path(path: Path) -> Loaded:
+    """lint_texts over the files at `path` (a file or a directory)."""
+    try:
+        texts = read_texts(path)
+    except PolicyError as exc:
+        return Loaded((), (exc,), None, "")
+    return lint_texts(texts)
+
+
+def load_policy(path: Path) -> Policy:
+    """The compiled policy at `path`; raises PolicyInvalid with every error."""
+    loaded = lint_path(path)
+    if loaded.policy is None:
+        raise PolicyInvalid(loaded.errors or list(loaded.problems))
+    return loaded.policy

@@ -1,0 +1,84 @@
+"""The one E.164 normaliser and number metadata (country, type), used by compiler and facts. Pure."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import phonenumbers
+from phonenumbers import PhoneNumberType
+
+_TYPE_NAMES: dict[int, str] = {
+    PhoneNumberType.FIXED_LINE: "fixed_line",
+    PhoneNumberType.MOBILE: "mobile",
+    PhoneNumberType.FIXED_LINE_OR_MOBILE: "fixed_line_or_mobile",
+    PhoneNumberType.TOLL_FREE: "toll_free",
+    PhoneNumberType.PREMIUM_RATE: "premium_rate",
+    PhoneNumberType.SHARED_COST: "shared_cost",
+    PhoneNumberType.VOIP: "voip",
+    PhoneNumberType.PERSONAL_NUMBER: "personal_number",
+    PhoneNumberType.PAGER: "pager",
+    PhoneNumberType.UAN: "uan",
+    PhoneNumberType.VOICEMAIL: "voicemail",
+    PhoneNumberType.UNKNOWN: "unknown",
+}
+NUMBER_TYPES: tuple[str, ...] = tuple(sorted(set(_TYPE_NAMES.values())))
+# Withheld caller ids arrive as words, not numbers, depending on the carrier.
+_ANONYMOUS_WORDS = frozenset({"", "anonymous", "restricted", "private", "unknown", "unavailable", "withheld"})
+
+
+def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    raw = text.strip()
+    if raw.lower() in _ANONYMOUS_WORDS or len(raw) > 40:
+        return None
+    if raw.startswith("00"):
+        raw = "+" + raw[2:]
+    try:
+        return phonenumbers.parse(raw, None if raw.startswith("+") else region)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+@lru_cache(maxsize=65536)
+def normalise(text: str, region: str | None = None) -> str | None:
+    """E.164 for a possible number ('+14155550142'), else None (anonymous or garbage)."""
+    number = _parse(text, region)
+    if number is None or not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+@lru_cache(maxsize=65536)
+def country_of(e164: str) -> str | None:
+    """ISO 3166 alpha-2 region of an E.164 number ('US'), None when unassigned."""
+    number = _parse(e164, None)
+    if number is None:
+        return None
+    region = phonenumbers.region_code_for_number(number)
+    return region if region and region != "ZZ" else None
+
+
+@lru_cache(maxsize=65536)
+def type_of(e164: str) -> str:
+    """The number type ('mobile', 'fixed_line', 'toll_free', ...), 'unknown' when not known."""
+    number = _parse(e164, None)
+    if number is None:
+        return "unknown"
+    return _TYPE_NAMES.get(phonenumbers.number_type(number), "unknown")
+
+
+def is_country(code: str) -> bool:
+    """Whether `code` is a region phonenumbers knows (ISO 3166 alpha-2)."""
+    return code in phonenumbers.SUPPORTED_REGIONS
+
+
+def countries() -> frozenset[str]:
+    return frozenset(phonenumbers.SUPPORTED_REGIONS)
+
+
+def mask(e164: str | None) -> str:
+    """A number for logs: country code and the last two digits ('+1415*****42')."""
+    if not e164:
+        return "anonymous"
+    if len(e164) <= 6:
+        return "*" * len(e164)
+    return e164[:5] + "*" * (len(e164) - 7) + e164[-2:]

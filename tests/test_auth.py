@@ -1,0 +1,399 @@
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
+
+import pytest
+from starlette.datastructures import Headers
+
+from router.auth import AuthConfig, AuthConfigError, HmacConfig, verify_admin, verify_webhook
+
+NOW = 1_750_000_000.0
+BODY = b'{"message": {"type": "assistant-request", "call": {"id": "c1"}}}'
+SECRET = b"s3cret-Value"
+HKEY = b"hmac-Key"
+SIGNED = AuthConfig(hmac=HmacConfig(HKEY))
+
+
+def sign(
+    timestamp: str,
+    body: bytes = BODY,
+    *,
+    key: bytes = HKEY,
+    algorithm: str = "sha256",
+    encoding: str = "hex",
+) -> str:
+    """Vapi's side, written out independently of router.auth: enc(HMAC(key, "{timestamp}.{body}"))."""
+    digest = hmac.new(key, timestamp.encode() + b"." + body, getattr(hashlib, algorithm)).digest()
+    return digest.hex() if encoding == "hex" else base64.b64encode(digest).decode()
+
+
+def signed(offset: float = 0, body: bytes = BODY, *, ms: bool = False, **headers: str) -> dict[str, str]:
+    """Default-named HMAC headers for a request sent at NOW + offset; extra headers override."""
+    ts = str(int((NOW + offset) * 1000)) if ms else str(int(NOW + offset))
+    return {"x-timestamp": ts, "x-signature": sign(ts, body)} | headers
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param({"x-vapi-secret": "s3cret-Value"}, True, id="x-vapi-secret"),
+        pytest.param({"X-Vapi-Secret": "s3cret-Value"}, True, id="x-vapi-secret-name-cased"),
+        pytest.param({"X-VAPI-SECRET": "s3cret-Value"}, True, id="x-vapi-secret-name-upper"),
+        pytest.param({"authorization": "Bearer s3cret-Value"}, True, id="bearer"),
+        pytest.param({"AUTHORIZATION": "bearer s3cret-Value"}, True, id="bearer-scheme-and-name-cased"),
+        pytest.param({"x-vapi-secret": "s3cret-value"}, False, id="secret-value-cased"),
+        pytest.param({"authorization": "Bearer S3CRET-VALUE"}, False, id="bearer-value-cased"),
+        pytest.param({"x-vapi-secret": "wrong"}, False, id="wrong"),
+        pytest.param({"x-vapi-secret": "s3cret-Valu"}, False, id="prefix-of-secret"),
+        pytest.param({"x-vapi-secret": "s3cret-Value2"}, False, id="secret-plus-one"),
+        pytest.param({"x-vapi-secret": ""}, False, id="empty"),
+        pytest.param({}, False, id="missing"),
+        pytest.param({"x-vapi-signature": "s3cret-Value"}, False, id="wrong-header-name"),
+        pytest.param({"x-vapi-secret": "Bearer s3cret-Value"}, False, id="bearer-in-legacy-header"),
+        pytest.param({"authorization": "s3cret-Value"}, False, id="authorization-without-scheme"),
+        pytest.param({"authorization": "Basic s3cret-Value"}, False, id="basic-scheme"),
+        pytest.param({"authorization": "Bearer  s3cret-Value"}, False, id="bearer-two-spaces"),
+        pytest.param({"authorization": "Bearer"}, False, id="bearer-no-token"),
+        pytest.param({"x-vapi-secret": "s3cret-Value, s3cret-Value"}, False, id="joined-repeat"),
+        pytest.param({"x-vapi-secret": "wrong, s3cret-Value"}, False, id="joined-repeat-second-right"),
+        pytest.param(
+            {"x-vapi-secret": "s3cret-Value", "X-Vapi-Secret": "s3cret-Value"}, False, id="repeat-by-case"
+        ),
+        pytest.param({"x-vapi-secret": "s3cret-Value", "x-signature": "junk"}, True, id="extra-headers"),
+    ],
+)
+def test_shared_secret(headers: dict[str, str], expected: bool) -> None:
+    assert verify_webhook(AuthConfig(secret=SECRET), headers, BODY, now=NOW) is expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param([(b"x-vapi-secret", b"s3cret-Value")], True, id="once"),
+        pytest.param([(b"x-vapi-secret", b"s3cret-Value")] * 2, False, id="repeated"),
+        pytest.param(
+            [(b"x-vapi-secret", b"wrong"), (b"x-vapi-secret", b"s3cret-Value")], False, id="wrong-first"
+        ),
+    ],
+)
+def test_starlette_headers_repeated(raw: list[tuple[bytes, bytes]], expected: bool) -> None:
+    assert verify_webhook(AuthConfig(secret=SECRET), Headers(raw=raw), BODY, now=NOW) is expected
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [pytest.param(4096, True, id="at-limit"), pytest.param(4097, False, id="over-limit")],
+)
+def test_oversized_header_fails(size: int, expected: bool) -> None:
+    config = AuthConfig(secret=b"x" * size)
+    assert verify_webhook(config, {"x-vapi-secret": "x" * size}, BODY, now=NOW) is expected
+
+
+def test_non_ascii_secret_round_trips_latin1_decoded_header() -> None:
+    secret = "clé-☎".encode()
+    wire = secret.decode("latin-1")  # what Starlette hands over for these bytes
+    assert verify_webhook(AuthConfig(secret=secret), {"x-vapi-secret": wire}, BODY, now=NOW)
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sha512", "sha1"])
+@pytest.mark.parametrize("encoding", ["hex", "base64"])
+def test_hmac_algorithms_and_encodings(algorithm: str, encoding: str) -> None:
+    config = AuthConfig(hmac=HmacConfig(HKEY, algorithm=algorithm, encoding=encoding))
+    ts = str(int(NOW))
+    good = sign(ts, algorithm=algorithm, encoding=encoding)
+    assert verify_webhook(config, {"x-timestamp": ts, "x-signature": good}, BODY, now=NOW)
+    assert not verify_webhook(config, {"x-timestamp": ts, "x-signature": good}, BODY + b" ", now=NOW)
+    other = "sha1" if algorithm != "sha1" else "sha256"
+    wrong = sign(ts, algorithm=other, encoding=encoding)
+    assert not verify_webhook(config, {"x-timestamp": ts, "x-signature": wrong}, BODY, now=NOW)
+
+
+TS = str(int(NOW))
+GOOD = sign(TS)
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "expected"),
+    [
+        pytest.param(signed(), BODY, True, id="valid"),
+        pytest.param(signed(ms=True), BODY, True, id="milliseconds"),
+        pytest.param(signed(-300), BODY, True, id="exactly-300s-old"),
+        pytest.param(signed(+300), BODY, True, id="exactly-300s-ahead"),
+        pytest.param(signed(-301), BODY, False, id="stale-301s"),
+        pytest.param(signed(+301), BODY, False, id="future-301s"),
+        pytest.param(signed(-301, ms=True), BODY, False, id="stale-301s-ms"),
+        pytest.param(signed(), BODY[:-1] + b"]", False, id="body-one-byte-changed"),
+        pytest.param(signed(), BODY + b"\n", False, id="body-one-byte-added"),
+        pytest.param(signed(body=json.dumps(json.loads(BODY)).encode()), BODY, True, id="same-bytes"),
+        pytest.param(
+            signed(body=json.dumps(json.loads(BODY), separators=(",", ":")).encode()),
+            BODY,
+            False,
+            id="signed-reserialized-json",
+        ),
+        pytest.param(signed(body=b"\xff\xfe not utf-8"), b"\xff\xfe not utf-8", True, id="non-utf8-body"),
+        pytest.param({"x-timestamp": TS, "x-signature": "sha256=" + GOOD}, BODY, True, id="sha256=-prefix"),
+        pytest.param({"x-timestamp": TS, "x-signature": "SHA256=" + GOOD}, BODY, True, id="SHA256=-prefix"),
+        pytest.param({"x-timestamp": TS, "x-signature": "sha512=" + GOOD}, BODY, False, id="other-prefix"),
+        pytest.param({"x-timestamp": TS, "x-signature": "v1," + GOOD}, BODY, False, id="v1-prefix"),
+        pytest.param({"x-timestamp": TS, "x-signature": GOOD.upper()}, BODY, True, id="upper-hex"),
+        pytest.param({"X-Timestamp": TS, "X-SIGNATURE": GOOD}, BODY, True, id="header-names-cased"),
+        pytest.param({"x-timestamp": TS}, BODY, False, id="no-signature"),
+        pytest.param({"x-signature": GOOD}, BODY, False, id="no-timestamp"),
+        pytest.param({"x-timestamp": TS, "x-signature": ""}, BODY, False, id="empty-signature"),
+        pytest.param({"x-timestamp": "", "x-signature": sign("")}, BODY, False, id="empty-timestamp"),
+        pytest.param({"x-timestamp": "abc", "x-signature": sign("abc")}, BODY, False, id="non-numeric"),
+        pytest.param({"x-timestamp": "1.75e9", "x-signature": sign("1.75e9")}, BODY, False, id="exponent"),
+        pytest.param({"x-timestamp": "-1", "x-signature": sign("-1")}, BODY, False, id="negative"),
+        pytest.param({"x-timestamp": TS + ".5", "x-signature": sign(TS + ".5")}, BODY, True, id="fraction"),
+        pytest.param({"x-timestamp": str(int(NOW) + 1), "x-signature": GOOD}, BODY, False, id="ts-swapped"),
+        pytest.param({"x-timestamp": TS, "x-signature": sign(TS, key=b"other")}, BODY, False, id="wrong-key"),
+        pytest.param({"x-timestamp": TS, "x-signature": f"{GOOD}, {GOOD}"}, BODY, False, id="sig-repeated"),
+        pytest.param(
+            {"x-timestamp": f"{TS}, {TS}", "x-signature": sign(f"{TS}, {TS}")}, BODY, False, id="ts-repeated"
+        ),
+        pytest.param({"x-timestamp": TS, "x-signature": GOOD + "0" * 4096}, BODY, False, id="sig-oversized"),
+        pytest.param({"x-vapi-secret": "hmac-Key"}, BODY, False, id="hmac-key-as-shared-secret"),
+    ],
+)
+def test_hmac(headers: dict[str, str], body: bytes, expected: bool) -> None:
+    assert verify_webhook(SIGNED, headers, body, now=NOW) is expected
+
+
+def test_hmac_custom_headers_and_payload() -> None:
+    config = AuthConfig(
+        hmac=HmacConfig(
+            HKEY,
+            header="X-Vapi-Signature",
+            timestamp_header="X-Vapi-Timestamp",
+            payload="{method} {url}\n{timestamp}\n{{literal}}{body}",
+            encoding="base64",
+        )
+    )
+    url = "https://router.example/webhook/vapi?x=1"
+    message = f"POST {url}\n{TS}\n{{literal}}".encode() + BODY
+    signature = base64.b64encode(hmac.new(HKEY, message, hashlib.sha256).digest()).decode()
+    headers = {"x-vapi-signature": signature, "x-vapi-timestamp": TS}
+    assert verify_webhook(config, headers, BODY, now=NOW, method="POST", url=url)
+    assert not verify_webhook(config, headers, BODY, now=NOW, method="PUT", url=url)
+    assert not verify_webhook(config, headers, BODY, now=NOW, method="POST", url=url + "&y=2")
+    assert not verify_webhook(config, signed(), BODY, now=NOW, method="POST", url=url)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param({"x-vapi-secret": "s3cret-Value"}, True, id="secret-only"),
+        pytest.param({"authorization": "Bearer s3cret-Value"}, True, id="bearer-only"),
+        pytest.param(signed(), True, id="hmac-only"),
+        pytest.param(signed(-1000) | {"x-vapi-secret": "s3cret-Value"}, True, id="stale-hmac-good-secret"),
+        pytest.param(signed() | {"x-vapi-secret": "wrong"}, True, id="good-hmac-wrong-secret"),
+        pytest.param(signed(-1000) | {"x-vapi-secret": "wrong"}, False, id="both-wrong"),
+        pytest.param({}, False, id="neither"),
+    ],
+)
+def test_any_configured_scheme_admits(headers: dict[str, str], expected: bool) -> None:
+    config = AuthConfig(secret=SECRET, hmac=HmacConfig(HKEY))
+    assert verify_webhook(config, headers, BODY, now=NOW) is expected
+
+
+def test_nothing_configured_admits() -> None:
+    assert not AuthConfig().webhook_configured
+    assert verify_webhook(AuthConfig(), {}, BODY, now=NOW)
+    assert verify_webhook(AuthConfig(admin_token=b"adm"), {}, BODY, now=NOW)  # admin is not webhook auth
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        pytest.param({}, AuthConfig(), id="empty"),
+        pytest.param(
+            {
+                "VAPI_SERVER_SECRET": "",
+                "VAPI_HMAC_SECRET": "",
+                "VAPI_HMAC_ALGORITHM": "",
+                "ROUTER_ADMIN_TOKEN": "",
+            },
+            AuthConfig(),
+            id="empty-strings-are-unset",
+        ),
+        pytest.param(
+            {"VAPI_SERVER_SECRET": "s3cret-Value", "ROUTER_ADMIN_TOKEN": "adm"},
+            AuthConfig(secret=SECRET, admin_token=b"adm"),
+            id="secret-and-admin",
+        ),
+        pytest.param({"VAPI_HMAC_SECRET": "hmac-Key"}, SIGNED, id="hmac-defaults"),
+        pytest.param(
+            {
+                "VAPI_HMAC_SECRET": "hmac-Key",
+                "VAPI_HMAC_HEADER": "x-vapi-signature",
+                "VAPI_HMAC_TIMESTAMP_HEADER": "x-vapi-timestamp",
+                "VAPI_HMAC_ALGORITHM": "SHA512",
+                "VAPI_HMAC_ENCODING": "Base64",
+                "VAPI_HMAC_PAYLOAD": "{timestamp}:{method}:{url}:{body}",
+                "VAPI_HMAC_PAYLOAD_UNRELATED": "ignored",
+            },
+            AuthConfig(
+                hmac=HmacConfig(
+                    HKEY,
+                    "x-vapi-signature",
+                    "x-vapi-timestamp",
+                    "sha512",
+                    "base64",
+                    "{timestamp}:{method}:{url}:{body}",
+                )
+            ),
+            id="hmac-all-options",
+        ),
+    ],
+)
+def test_from_env(env: dict[str, str], expected: AuthConfig) -> None:
+    assert AuthConfig.from_env(env) == expected
+
+
+PLACEHOLDERS_MSG = "VAPI_HMAC_PAYLOAD may use only the placeholders {timestamp}, {body}, {method}, {url}"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        pytest.param(
+            {"VAPI_HMAC_ALGORITHM": "TOPSECRET"},
+            "VAPI_HMAC_ALGORITHM must be one of sha256, sha512, sha1",
+            id="secret-pasted-as-algorithm",
+        ),
+        pytest.param(
+            {"VAPI_HMAC_ALGORITHM": "md5"},
+            "VAPI_HMAC_ALGORITHM must be one of sha256, sha512, sha1",
+            id="md5",
+        ),
+        pytest.param(
+            {"VAPI_HMAC_ENCODING": "base32"}, "VAPI_HMAC_ENCODING must be one of hex, base64", id="enc"
+        ),
+        pytest.param({"VAPI_HMAC_PAYLOAD": "{timestamp}.{TOPSECRET}"}, PLACEHOLDERS_MSG, id="unknown-name"),
+        pytest.param({"VAPI_HMAC_PAYLOAD": "{timestamp}.{body}.{svix-id}"}, PLACEHOLDERS_MSG, id="svix-id"),
+        pytest.param({"VAPI_HMAC_PAYLOAD": "{timestamp}.{}{body}"}, PLACEHOLDERS_MSG, id="positional"),
+        pytest.param({"VAPI_HMAC_PAYLOAD": "{timestamp}.{body!r}"}, PLACEHOLDERS_MSG, id="conversion"),
+        pytest.param({"VAPI_HMAC_PAYLOAD": "{timestamp:>20}.{body}"}, PLACEHOLDERS_MSG, id="format-spec"),
+        pytest.param(
+            {"VAPI_HMAC_PAYLOAD": "{timestamp}.{body"},
+            "VAPI_HMAC_PAYLOAD has an unmatched brace (write {{ or }} for a literal one)",
+            id="unmatched-brace",
+        ),
+        pytest.param(
+            {"VAPI_HMAC_PAYLOAD": "{method}.{body}"},
+            "VAPI_HMAC_PAYLOAD must include {timestamp} and {body}",
+            id="timestamp-not-signed",
+        ),
+        pytest.param(
+            {"VAPI_HMAC_PAYLOAD": "{timestamp}"},
+            "VAPI_HMAC_PAYLOAD must include {timestamp} and {body}",
+            id="body-not-signed",
+        ),
+    ],
+)
+def test_from_env_errors(env: dict[str, str], message: str) -> None:
+    full = {"VAPI_SERVER_SECRET": "TOPSECRET", "VAPI_HMAC_SECRET": "TOPSECRET-hmac"} | env
+    with pytest.raises(AuthConfigError) as caught:
+        AuthConfig.from_env(full)
+    assert str(caught.value) == message
+    assert "TOPSECRET" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        pytest.param(
+            {"VAPI_HMAC_HEADER": "x-vapi-signature", "VAPI_HMAC_ALGORITHM": "sha512"},
+            "VAPI_HMAC_HEADER, VAPI_HMAC_ALGORITHM set but VAPI_HMAC_SECRET is not: HMAC would be off",
+            id="hmac-options-without-secret",
+        ),
+        pytest.param(
+            {"VAPI_SERVER_SECRET": "TOPSECRET\n"},
+            "VAPI_SERVER_SECRET has leading or trailing whitespace (a stray newline?)",
+            id="secret-newline",
+        ),
+        pytest.param(
+            {"ROUTER_ADMIN_TOKEN": " TOPSECRET"},
+            "ROUTER_ADMIN_TOKEN has leading or trailing whitespace (a stray newline?)",
+            id="admin-space",
+        ),
+    ],
+)
+def test_from_env_inconsistent(env: dict[str, str], message: str) -> None:
+    with pytest.raises(AuthConfigError) as caught:
+        AuthConfig.from_env(env)
+    assert str(caught.value) == message
+    assert "TOPSECRET" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        pytest.param(
+            lambda: AuthConfig(secret=b""), "VAPI_SERVER_SECRET must not be empty", id="empty-secret"
+        ),
+        pytest.param(
+            lambda: AuthConfig(admin_token=b""), "ROUTER_ADMIN_TOKEN must not be empty", id="empty-admin"
+        ),
+        pytest.param(lambda: HmacConfig(b""), "VAPI_HMAC_SECRET must not be empty", id="empty-hmac"),
+        pytest.param(
+            lambda: HmacConfig(HKEY, window_s=-1),
+            "HMAC replay window must be a finite number of seconds >= 0",
+            id="negative-window",
+        ),
+    ],
+)
+def test_direct_construction_errors(build: Callable[[], object], message: str) -> None:
+    with pytest.raises(AuthConfigError) as caught:
+        build()
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        pytest.param(AuthConfig(), "none", id="none"),
+        pytest.param(AuthConfig(secret=SECRET, admin_token=b"adm"), "x-vapi-secret/Bearer", id="secret"),
+        pytest.param(SIGNED, "HMAC sha256 hex in x-signature", id="hmac"),
+        pytest.param(
+            AuthConfig(secret=SECRET, hmac=HmacConfig(HKEY, header="x-vapi-signature", encoding="base64")),
+            "x-vapi-secret/Bearer, HMAC sha256 base64 in x-vapi-signature",
+            id="both",
+        ),
+    ],
+)
+def test_describe(config: AuthConfig, expected: str) -> None:
+    assert config.describe() == expected
+    for secret in (SECRET, HKEY, b"adm"):
+        assert secret.decode() not in config.describe()
+
+
+ADMIN = AuthConfig(secret=SECRET, admin_token=b"adm-Token")
+
+
+@pytest.mark.parametrize(
+    ("config", "headers", "expected"),
+    [
+        pytest.param(ADMIN, {"authorization": "Bearer adm-Token"}, True, id="bearer"),
+        pytest.param(ADMIN, {"Authorization": "bearer adm-Token"}, True, id="cased-name-and-scheme"),
+        pytest.param(ADMIN, {"authorization": "Bearer ADM-TOKEN"}, False, id="token-cased"),
+        pytest.param(ADMIN, {"authorization": "Bearer adm-Toke"}, False, id="token-prefix"),
+        pytest.param(ADMIN, {"authorization": "adm-Token"}, False, id="no-scheme"),
+        pytest.param(ADMIN, {"x-vapi-secret": "adm-Token"}, False, id="legacy-header"),
+        pytest.param(ADMIN, {"authorization": "Bearer s3cret-Value"}, False, id="webhook-secret"),
+        pytest.param(ADMIN, {}, False, id="missing"),
+        pytest.param(
+            AuthConfig(secret=SECRET), {"authorization": "Bearer "}, False, id="no-token-configured"
+        ),
+        pytest.param(
+            AuthConfig(secret=SECRET), {"authorization": "Bearer s3cret-Value"}, False, id="no-admin"
+        ),
+    ],
+)
+def test_verify_admin(config: AuthConfig, headers: dict[str, str], expected: bool) -> None:
+    assert verify_admin(config, headers) is expected
