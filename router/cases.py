@@ -39,7 +39,9 @@ class CaseResult:
 def test_files(path: Path) -> list[Path]:
     """The case files for a policy path: NAME.test.yaml beside a file, or *.test.yaml in a directory."""
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.name.endswith(".test.yaml") and not p.name.startswith("."))
+        return sorted(
+            p for p in path.iterdir() if p.name.endswith(".test.yaml") and not p.name.startswith(".")
+        )
     if path.name.endswith(".test.yaml"):
         return [path]
     sibling = path.with_name(path.name.removesuffix(".yaml") + ".test.yaml")
@@ -58,7 +60,9 @@ def _crm_for(policy: Policy) -> FileCrm | None:
     return None
 
 
-def decide(policy: Policy, facts: Facts, *, transfer: bool = False) -> tuple[Decision, dict[str, Any] | None, str]:
+def decide(
+    policy: Policy, facts: Facts, *, transfer: bool = False
+) -> tuple[Decision, dict[str, Any] | None, str]:
     """(decision, reply, target name) with any split followed; reply None for 'no transfer'."""
     decision = evaluate_transfer(policy, facts) if transfer else evaluate(policy, facts)
     if decision.target is None:
@@ -77,9 +81,9 @@ def _message_of(data: Any) -> Mapping[str, Any]:
     return data if isinstance(data, Mapping) else {}
 
 
-def run_case(policy: Policy, case: Mapping[str, Any], base: Path, crm: FileCrm | None, now: datetime) -> tuple[
-    list[str], str | None
-]:
+def run_case(
+    policy: Policy, case: Mapping[str, Any], base: Path, crm: FileCrm | None, now: datetime
+) -> tuple[list[str], str | None]:
     """Failures of one case (empty: passed) and the route it reached."""
     region = policy.settings.region
     crm_given = any(k in case.get("call", {}) for k in ("tags", "crm", "crm_status"))
@@ -92,10 +96,14 @@ def run_case(policy: Policy, case: Mapping[str, Any], base: Path, crm: FileCrm |
         message = _message_of(data)
         transfer = message.get("type") == "transfer-destination-request"
         facts = facts_from_message(message, region=region, now=now)
-        extra = facts_from_call(case.get("call", {}), region=region, now=now, crm_enabled=policy.crm is not None)
+        extra = facts_from_call(
+            case.get("call", {}), region=region, now=now, crm_enabled=policy.crm is not None
+        )
         facts = replace(facts, crm_status=extra.crm_status, tags=extra.tags, crm=extra.crm)
     else:
-        facts = facts_from_call(case.get("call", {}), region=region, now=now, crm_enabled=policy.crm is not None)
+        facts = facts_from_call(
+            case.get("call", {}), region=region, now=now, crm_enabled=policy.crm is not None
+        )
         transfer = bool(case.get("transfer", False))
     if not crm_given and crm is not None:
         if facts.caller is None:
@@ -107,7 +115,11 @@ def run_case(policy: Policy, case: Mapping[str, Any], base: Path, crm: FileCrm |
     route = decision.route.id if decision.route else None
     expect = case.get("expect", {})
     failures = []
-    if "route" in expect and expect["route"] != route and not (expect["route"] == "default" and route is None):
+    if (
+        "route" in expect
+        and expect["route"] != route
+        and not (expect["route"] == "default" and route is None)
+    ):
         failures.append(f"route: expected {expect['route']}, got {route or 'default'}")
     if "target" in expect and expect["target"] != target:
         failures.append(f"target: expected {expect['target']}, got {target or '(inline)'}")
@@ -136,9 +148,9 @@ def _case_problems(doc: Document) -> list[PolicyError]:
     return out
 
 
-def run_file(policy: Policy, test_file: Path, *, now: datetime | None = None) -> tuple[
-    list[CaseResult], list[PolicyError]
-]:
+def run_file(
+    policy: Policy, test_file: Path, *, now: datetime | None = None
+) -> tuple[list[CaseResult], list[PolicyError]]:
     """Results of every case in one file, or the problems that stop the file from running."""
     try:
         doc = parse_document(test_file.read_text(encoding="utf-8"), file=str(test_file))
@@ -153,8 +165,9 @@ def run_file(policy: Policy, test_file: Path, *, now: datetime | None = None) ->
     for i, case in enumerate(doc.data["cases"]):
         failures, route = run_case(policy, case, test_file.parent, crm, now)
         line, _ = doc.position(f"/cases/{i}")
-        results.append(CaseResult(str(test_file), line, str(case.get("name", f"case {i + 1}")),
-                                  tuple(failures), route))
+        results.append(
+            CaseResult(str(test_file), line, str(case.get("name", f"case {i + 1}")), tuple(failures), route)
+        )
     return results, []
 
 

@@ -66,11 +66,11 @@ class Context:
     @property
     def timezone(self) -> str:
         entry = self.settings.get("timezone")
-        return entry[1] if entry and entry[1] in _zones() else "UTC"
+        return str(entry[1]) if entry and entry[1] in _zones() else "UTC"
 
     def all_targets(self) -> Iterator[tuple[Where, Any, str]]:
-        """Every target position: (where, raw, context) where context is 'route', 'transfer', 'named', 'default'."""
-        for name, (w, raw) in self.targets.items():
+        """Every target position as (where, raw, context): route, transfer, named or default."""
+        for w, raw in self.targets.values():
             yield from _walk_target(w, raw, "named")
         if self.default:
             yield from _walk_target(self.default[0], self.default[1], "default")
@@ -79,7 +79,9 @@ class Context:
             yield from _walk_target(w, raw, "default")
         for w, raw, section in self.routes:
             if "then" in raw:
-                yield from _walk_target(w.at("then"), raw["then"], "transfer" if section == "transfers" else "route")
+                yield from _walk_target(
+                    w.at("then"), raw["then"], "transfer" if section == "transfers" else "route"
+                )
 
     def conditions(self) -> Iterator[tuple[Where, dict[str, Any]]]:
         for w, raw, _ in self.routes:
@@ -113,17 +115,25 @@ def build_context(docs: Sequence[Document], crm_fields: frozenset[str] | None) -
         if isinstance(data.get("settings"), dict):
             for key, value in data["settings"].items():
                 if key in ctx.settings:
-                    ctx.problems.append(root.at("settings", key).error(
-                        f'settings.{key} is set twice in the policy set (also at {_pos(ctx.settings[key][0])})',
-                        "duplicate-section", key=True))
+                    ctx.problems.append(
+                        root.at("settings", key).error(
+                            f"settings.{key} is set twice (also at {_pos(ctx.settings[key][0])})",
+                            "duplicate-section",
+                            key=True,
+                        )
+                    )
                 ctx.settings[key] = (root.at("settings", key), value)
         for section in ("crm", "default"):
             if section in data:
                 previous = getattr(ctx, section)
                 if previous is not None:
-                    ctx.problems.append(root.at(section).error(
-                        f"`{section}` appears twice in the policy set (also at {_pos(previous[0])})",
-                        "duplicate-section", key=True))
+                    ctx.problems.append(
+                        root.at(section).error(
+                            f"`{section}` appears twice in the policy set (also at {_pos(previous[0])})",
+                            "duplicate-section",
+                            key=True,
+                        )
+                    )
                 else:
                     setattr(ctx, section, (root.at(section), data[section]))
         for section in ("targets", "schedules", "lists"):
@@ -131,9 +141,13 @@ def build_context(docs: Sequence[Document], crm_fields: frozenset[str] | None) -
             for name, raw in (data.get(section) or {}).items():
                 w = root.at(section, name)
                 if name in table:
-                    ctx.problems.append(w.error(
-                        f'{section[:-1]} "{name}" is defined twice (also at {_pos(table[name][0])})',
-                        "duplicate-name", key=True))
+                    ctx.problems.append(
+                        w.error(
+                            f'{section[:-1]} "{name}" is defined twice (also at {_pos(table[name][0])})',
+                            "duplicate-name",
+                            key=True,
+                        )
+                    )
                     continue
                 table[name] = (w, raw)
         for section in ("routes", "transfers"):
@@ -154,8 +168,11 @@ def _pos(w: Where) -> str:
 def default_present(ctx: Context) -> Iterator[PolicyError]:
     if ctx.default is None and ctx.docs:
         doc = ctx.docs[0]
-        yield doc.error("", "the policy set has no `default`: add `default: <target>` for calls no route takes",
-                        "missing-default")
+        yield doc.error(
+            "",
+            "the policy set has no `default`: add `default: <target>` for calls no route takes",
+            "missing-default",
+        )
 
 
 def settings_valid(ctx: Context) -> Iterator[PolicyError]:
@@ -166,8 +183,11 @@ def settings_valid(ctx: Context) -> Iterator[PolicyError]:
     if "region" in ctx.settings:
         w, region = ctx.settings["region"]
         if isinstance(region, str) and not phone.is_country(region):
-            yield w.error(f'unknown region "{region}"; use an ISO 3166 code such as US or GB'
-                          f"{did_you_mean(region.upper(), phone.countries())}", "bad-country")
+            yield w.error(
+                f'unknown region "{region}"; use an ISO 3166 code such as US or GB'
+                f"{did_you_mean(region.upper(), phone.countries())}",
+                "bad-country",
+            )
 
 
 def crm_valid(ctx: Context) -> Iterator[PolicyError]:
@@ -185,19 +205,24 @@ def crm_valid(ctx: Context) -> Iterator[PolicyError]:
                 yield w.at("http", "url").error("crm.http.url must start with http:// or https://", "bad-url")
             for ref in (m.group(1).strip() for m in TEMPLATE.finditer(url)):
                 if ref != "caller":
-                    yield w.at("http", "url").error(f"${{{ref}}} is not available in the CRM url; use ${{caller}}",
-                                                    "bad-template")
+                    yield w.at("http", "url").error(
+                        f"${{{ref}}} is not available in the CRM url; use ${{caller}}", "bad-template"
+                    )
         for name, value in (http.get("headers") or {}).items():
             for ref in (m.group(1).strip() for m in TEMPLATE.finditer(str(value))):
                 if not re.fullmatch(r"env\.[A-Za-z_][A-Za-z0-9_]*", ref):
                     yield w.at("http", "headers", name).error(
-                        f"${{{ref}}} is not allowed in a header; use ${{env.NAME}}", "bad-template")
+                        f"${{{ref}}} is not allowed in a header; use ${{env.NAME}}", "bad-template"
+                    )
     deadline = ctx.settings.get("deadline_ms", (None, 4000))[1]
     timeout = raw.get("timeout_ms")
     if isinstance(timeout, int) and isinstance(deadline, int) and timeout >= deadline:
         yield w.at("timeout_ms").error(
             f"crm.timeout_ms ({timeout}) is not below settings.deadline_ms ({deadline}): every slow lookup "
-            "ends in the fallback", "crm-timeout", severity="warning")
+            "ends in the fallback",
+            "crm-timeout",
+            severity="warning",
+        )
 
 
 def unique_route_ids(ctx: Context) -> Iterator[PolicyError]:
@@ -207,8 +232,9 @@ def unique_route_ids(ctx: Context) -> Iterator[PolicyError]:
         if not isinstance(rid, str):
             continue
         if rid in seen:
-            yield w.at("id").error(f'route id "{rid}" is used twice (first at {_pos(seen[rid].at("id"))})',
-                                   "duplicate-id")
+            yield w.at("id").error(
+                f'route id "{rid}" is used twice (first at {_pos(seen[rid].at("id"))})', "duplicate-id"
+            )
         else:
             seen[rid] = w
 
@@ -223,17 +249,21 @@ def references_resolve(ctx: Context) -> Iterator[PolicyError]:
             yield w.error(f'target "{name}" refers to itself', "target-cycle", key=True)
     for w, cond in ctx.conditions():
         for key in ("during", "outside"):
-            name = cond.get(key)
-            if isinstance(name, str) and name not in ctx.schedules:
-                yield w.at(key).error(f'unknown schedule "{name}"{did_you_mean(name, ctx.schedules)}',
-                                      "unknown-schedule")
+            schedule = cond.get(key)
+            if isinstance(schedule, str) and schedule not in ctx.schedules:
+                yield w.at(key).error(
+                    f'unknown schedule "{schedule}"{did_you_mean(schedule, ctx.schedules)}',
+                    "unknown-schedule",
+                )
         for key in NUMBER_KEYS:
             spec = cond.get(key)
             if isinstance(spec, dict) and "in" in spec:
                 for i, name in enumerate(as_list(spec["in"])):
                     if isinstance(name, str) and name not in ctx.lists:
                         at = w.at(key, "in", i) if isinstance(spec["in"], list) else w.at(key, "in")
-                        yield at.error(f'unknown list "{name}"{did_you_mean(name, ctx.lists)}', "unknown-list")
+                        yield at.error(
+                            f'unknown list "{name}"{did_you_mean(name, ctx.lists)}', "unknown-list"
+                        )
 
 
 def _cycle(ctx: Context, name: str, seen: set[str]) -> bool:
@@ -251,7 +281,9 @@ def _check_number(w: Where, text: Any, region: str | None) -> Iterator[PolicyErr
         return
     if text.endswith("*"):
         if not re.fullmatch(r"\+\d{1,14}\*", text):
-            yield w.error(f'"{text}" is not a valid prefix: write + and digits, then *, e.g. "+44*"', "bad-prefix")
+            yield w.error(
+                f'"{text}" is not a valid prefix: write + and digits, then *, e.g. "+44*"', "bad-prefix"
+            )
         return
     if phone.normalise(text, region) is None:
         hint = "" if text.startswith("+") or region else " (numbers without +country need settings.region)"
@@ -260,7 +292,7 @@ def _check_number(w: Where, text: Any, region: str | None) -> Iterator[PolicyErr
 
 def numbers_valid(ctx: Context) -> Iterator[PolicyError]:
     region = ctx.region
-    for name, (w, entries) in ctx.lists.items():
+    for w, entries in ctx.lists.values():
         for i, text in enumerate(entries if isinstance(entries, list) else []):
             yield from _check_number(w.at(i), text, region)
     for w, cond in ctx.conditions():
@@ -283,7 +315,8 @@ def _number_mapping(w: Where, spec: dict[str, Any]) -> Iterator[PolicyError]:
         for i, p in enumerate(as_list(spec["prefix"])):
             if isinstance(p, str) and not re.fullmatch(r"\+\d{1,14}\*?", p):
                 yield (w.at("prefix", i) if many else w.at("prefix")).error(
-                    f'"{p}" is not a valid prefix: write + and digits, e.g. "+44"', "bad-prefix")
+                    f'"{p}" is not a valid prefix: write + and digits, e.g. "+44"', "bad-prefix"
+                )
     if isinstance(spec.get("regex"), str):
         pattern = spec["regex"]
         try:
@@ -294,20 +327,25 @@ def _number_mapping(w: Where, spec: dict[str, Any]) -> Iterator[PolicyError]:
             if _NESTED_QUANTIFIER.search(pattern):
                 yield w.at("regex").error(
                     "regex has a nested quantifier such as (a+)+ that can backtrack for seconds; "
-                    "rewrite it without repeating a repeated group", "slow-regex")
+                    "rewrite it without repeating a repeated group",
+                    "slow-regex",
+                )
     if "country" in spec:
         many = isinstance(spec["country"], list)
         for i, c in enumerate(as_list(spec["country"])):
             if isinstance(c, str) and not phone.is_country(c.upper()):
                 yield (w.at("country", i) if many else w.at("country")).error(
-                    f'unknown country "{c}"{did_you_mean(c.upper(), phone.countries())}', "bad-country")
+                    f'unknown country "{c}"{did_you_mean(c.upper(), phone.countries())}', "bad-country"
+                )
     if "type" in spec:
         many = isinstance(spec["type"], list)
         for i, t in enumerate(as_list(spec["type"])):
             if isinstance(t, str) and t not in phone.NUMBER_TYPES:
                 yield (w.at("type", i) if many else w.at("type")).error(
                     f'unknown number type "{t}"{did_you_mean(t, phone.NUMBER_TYPES)}; one of '
-                    f"{', '.join(phone.NUMBER_TYPES)}", "bad-number-type")
+                    f"{', '.join(phone.NUMBER_TYPES)}",
+                    "bad-number-type",
+                )
 
 
 def targets_well_formed(ctx: Context) -> Iterator[PolicyError]:
@@ -316,8 +354,10 @@ def targets_well_formed(ctx: Context) -> Iterator[PolicyError]:
             if context == "transfer" and isinstance(raw, str) and raw in ctx.targets:
                 kind = _kind(ctx.targets[raw][1])
                 if kind not in ("destination", "error", None):
-                    yield w.error(f'a transfer answers with a destination or an error; target "{raw}" is {kind}',
-                                  "bad-transfer-target")
+                    yield w.error(
+                        f'a transfer answers with a destination or an error; target "{raw}" is {kind}',
+                        "bad-transfer-target",
+                    )
             continue
         kinds = [k for k in PRIMARY if k in raw]
         if len(kinds) != 1:
@@ -331,21 +371,26 @@ def targets_well_formed(ctx: Context) -> Iterator[PolicyError]:
                 hint = f"; use {wanted}" if wanted else f"; a {kind} target takes no overrides"
                 yield w.at(key).error(f"{key} does not go with {kind}{hint}", "bad-overrides", key=True)
         if context == "transfer" and kind not in ("destination", "error", "split"):
-            yield w.error(f"a transfer answers with a destination or an error, not {kind}", "bad-transfer-target")
+            yield w.error(
+                f"a transfer answers with a destination or an error, not {kind}", "bad-transfer-target"
+            )
         if kind == "split" and isinstance(raw["split"], list):
             weights = [v.get("weight") for v in raw["split"] if isinstance(v, dict)]
             if all(isinstance(x, int) for x in weights) and sum(weights) <= 0:  # type: ignore[arg-type]
-                yield w.at("split").error("split weights add up to 0; give at least one variant a weight",
-                                          "bad-split")
+                yield w.at("split").error(
+                    "split weights add up to 0; give at least one variant a weight", "bad-split"
+                )
             for i, x in enumerate(weights):
                 if x == 0:
-                    yield w.at("split", i, "weight").error("a variant with weight 0 never answers", "bad-split",
-                                                           severity="warning")
+                    yield w.at("split", i, "weight").error(
+                        "a variant with weight 0 never answers", "bad-split", severity="warning"
+                    )
         for key in (kind, "assistantOverrides", "squadOverrides", "workflowOverrides"):
             if key in raw and isinstance(raw[key], dict):
                 for p in check_payload(key, raw[key]):
                     yield Where(w.doc, w.pointer + pointer_of(key) + p.pointer).error(
-                        p.message, p.code, key=p.code in ("vapi-unknown-field", "vapi-legacy-field"))
+                        p.message, p.code, key=p.code in ("vapi-unknown-field", "vapi-legacy-field")
+                    )
 
 
 def _kind(raw: Any) -> str | None:
@@ -372,12 +417,18 @@ def templates_resolve(ctx: Context) -> Iterator[PolicyError]:
                     if crm is None:
                         yield at.error(f"${{{ref}}} needs a `crm` section", "bad-template")
                     elif known_fields is not None and field_name not in known_fields:
-                        yield at.error(f"${{{ref}}}: the CRM has no field \"{field_name}\""
-                                       f"{did_you_mean(field_name, known_fields)}", "bad-template")
+                        yield at.error(
+                            f'${{{ref}}}: the CRM has no field "{field_name}"'
+                            f"{did_you_mean(field_name, known_fields)}",
+                            "bad-template",
+                        )
                 elif ref not in REFS:
                     choices = [*REFS, *(f"crm.{f}" for f in known_fields or ())]
-                    yield at.error(f"${{{ref}}} is not a known reference{did_you_mean(ref, choices)}; use "
-                                   "${caller}, ${dialled}, ${call.id}, ${route} or ${crm.FIELD}", "bad-template")
+                    yield at.error(
+                        f"${{{ref}}} is not a known reference{did_you_mean(ref, choices)}; use "
+                        "${caller}, ${dialled}, ${call.id}, ${route} or ${crm.FIELD}",
+                        "bad-template",
+                    )
 
 
 def _strings(value: Any, pointer: str) -> Iterator[tuple[str, str]]:
@@ -393,7 +444,7 @@ def _strings(value: Any, pointer: str) -> Iterator[tuple[str, str]]:
 
 
 def schedules_valid(ctx: Context) -> Iterator[PolicyError]:
-    for name, (w, raw) in ctx.schedules.items():
+    for w, raw in ctx.schedules.values():
         if isinstance(raw, dict):
             yield from check_schedule(w.doc, w.pointer, raw, default_timezone=ctx.timezone)
 
@@ -404,12 +455,20 @@ def crm_conditions_need_crm(ctx: Context) -> Iterator[PolicyError]:
     for w, cond in ctx.conditions():
         for key in ("tags", "crm"):
             if key in cond:
-                yield w.at(key).error(f"`{key}` reads the CRM but the policy has no `crm` section: it never matches",
-                                      "crm-disabled", severity="warning", key=True)
+                yield w.at(key).error(
+                    f"`{key}` reads the CRM but the policy has no `crm` section: it never matches",
+                    "crm-disabled",
+                    severity="warning",
+                    key=True,
+                )
         status = cond.get("crm_status")
         if status is not None and "disabled" not in as_list(status):
-            yield w.at("crm_status").error("without a `crm` section crm_status is always \"disabled\"",
-                                           "crm-disabled", severity="warning", key=True)
+            yield w.at("crm_status").error(
+                'without a `crm` section crm_status is always "disabled"',
+                "crm-disabled",
+                severity="warning",
+                key=True,
+            )
 
 
 def unreachable_routes(ctx: Context) -> Iterator[PolicyError]:
@@ -424,8 +483,11 @@ def unreachable_routes(ctx: Context) -> Iterator[PolicyError]:
             for rid, prior in earlier:
                 if all(k in when and when[k] == v for k, v in prior.items()):
                     why = "matches every call" if not prior else "has the same conditions or fewer"
-                    yield w.at("id").error(f'route "{raw.get("id")}" can never match: route "{rid}" before it {why}',
-                                           "unreachable", severity="warning")
+                    yield w.at("id").error(
+                        f'route "{raw.get("id")}" can never match: route "{rid}" before it {why}',
+                        "unreachable",
+                        severity="warning",
+                    )
                     break
             earlier.append((str(raw.get("id")), when))
 
@@ -440,11 +502,16 @@ def unused_names(ctx: Context) -> Iterator[PolicyError]:
             spec = cond.get(key)
             if isinstance(spec, dict) and "in" in spec:
                 used_lists.update(x for x in as_list(spec["in"]) if isinstance(x, str))
-    for kind, table, used in (("target", ctx.targets, used_targets), ("schedule", ctx.schedules, used_schedules),
-                              ("list", ctx.lists, used_lists)):
+    for kind, table, used in (
+        ("target", ctx.targets, used_targets),
+        ("schedule", ctx.schedules, used_schedules),
+        ("list", ctx.lists, used_lists),
+    ):
         for name, (w, _) in table.items():
             if name not in used:
-                yield w.error(f'{kind} "{name}" is defined but never used', "unused", severity="warning", key=True)
+                yield w.error(
+                    f'{kind} "{name}" is defined but never used', "unused", severity="warning", key=True
+                )
 
 
 Check = Callable[[Context], Iterator[PolicyError]]

@@ -68,7 +68,9 @@ def cmd_test(args: argparse.Namespace) -> int:
             files = test_files(policy_set)
             if not files and policy_set.is_dir():
                 continue
-            loaded = _load_or_print(policy_path_for(files[0]) if files and not policy_set.is_dir() else policy_set)
+            loaded = _load_or_print(
+                policy_path_for(files[0]) if files and not policy_set.is_dir() else policy_set
+            )
             if loaded.policy is None:
                 failed_to_load = True
                 continue
@@ -123,7 +125,9 @@ def explain_facts(policy: Policy, args: argparse.Namespace, now: datetime) -> Fa
         call["dialled"] = args.dialled
         if args.at:
             if parse_time(args.at) is None:
-                raise SystemExit(f"vapi-router explain: --at wants ISO 8601 like 2026-11-21T22:00:00-05:00, got {args.at!r}")
+                raise SystemExit(
+                    f"vapi-router explain: --at wants ISO 8601 (2026-11-21T22:00:00-05:00), got {args.at!r}"
+                )
             call["at"] = args.at
         call["variables"] = _pairs(args.var or [], "--var")
         call["phone_number_id"] = args.phone_number_id
@@ -160,7 +164,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     transfer = False
     if args.request:
         data = json.loads(Path(args.request).read_text(encoding="utf-8"))
-        transfer = isinstance(data, dict) and data.get("message", data).get("type") == "transfer-destination-request"
+        transfer = (
+            isinstance(data, dict) and data.get("message", data).get("type") == "transfer-destination-request"
+        )
     data = explain_data(loaded.policy, facts, transfer=transfer)
     print(json.dumps(data, indent=2) if args.json else report.explain_text(data))
     return 0
@@ -190,7 +196,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vapi-router", description="Route Vapi assistant-requests by YAML policy.")
+    parser = argparse.ArgumentParser(
+        prog="vapi-router", description="Route Vapi assistant-requests by YAML policy."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("lint", help="check policies: every problem as FILE:LINE:COL")

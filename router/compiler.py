@@ -25,11 +25,11 @@ from router.model import (
     CrmField,
     CrmSettings,
     CrmStatusIs,
+    Not,
     NumberCountry,
     NumberRegex,
     NumberSet,
     NumberType,
-    Not,
     Open,
     PhoneNumberId,
     Policy,
@@ -46,7 +46,17 @@ from router.model import (
 from router.schedules import Schedule, compile_schedule
 
 TEMPLATE = re.compile(r"\$\{([^}]*)\}")
-PRIMARY = ("assistantId", "assistant", "squadId", "squad", "workflowId", "workflow", "destination", "error", "split")
+PRIMARY = (
+    "assistantId",
+    "assistant",
+    "squadId",
+    "squad",
+    "workflowId",
+    "workflow",
+    "destination",
+    "error",
+    "split",
+)
 
 
 def as_list(value: Any) -> list[Any]:
@@ -154,7 +164,9 @@ class Compiler:
         parts: list[Condition] = []
         if "prefix" in raw:
             prefixes = frozenset(p.rstrip("*") for p in as_list(raw["prefix"]))
-            parts.append(_numberset(which, frozenset(), prefixes, "starts with " + ", ".join(sorted(prefixes))))
+            parts.append(
+                _numberset(which, frozenset(), prefixes, "starts with " + ", ".join(sorted(prefixes)))
+            )
         if "in" in raw:
             names = as_list(raw["in"])
             exact, prefixes = self.number_entries([e for n in names for e in self.set.lists[n]])
@@ -191,7 +203,9 @@ class Compiler:
             if isinstance(value, list):
                 return Tags(frozenset(value), frozenset(), frozenset())
             return Tags(
-                frozenset(value.get("any", [])), frozenset(value.get("all", [])), frozenset(value.get("none", []))
+                frozenset(value.get("any", [])),
+                frozenset(value.get("all", [])),
+                frozenset(value.get("none", [])),
             )
         if key == "crm":
             fields = [CrmField(k, frozenset(scalar_text(x) for x in as_list(v))) for k, v in value.items()]
@@ -217,7 +231,9 @@ class Compiler:
             self.targets[name] = self.target(doc, pointer, raw, name=name, salt=name)
         return self.targets[name]
 
-    def target(self, doc: Document, pointer: str, raw: Any, *, name: str | None = None, salt: str = "") -> Target:
+    def target(
+        self, doc: Document, pointer: str, raw: Any, *, name: str | None = None, salt: str = ""
+    ) -> Target:
         if isinstance(raw, str):
             return self.named_target(raw)
         src = source(doc, pointer)
@@ -241,7 +257,9 @@ class Compiler:
         out = []
         for position, (doc, pointer, raw) in enumerate(entries):
             then = self.target(doc, pointer + "/then", raw["then"], salt=raw["id"])
-            out.append(Route(raw["id"], self.condition(raw.get("when")), then, source(doc, pointer), position))
+            out.append(
+                Route(raw["id"], self.condition(raw.get("when")), then, source(doc, pointer), position)
+            )
         return tuple(out)
 
     def crm(self) -> CrmSettings | None:
@@ -265,7 +283,11 @@ class Compiler:
         default = self.target(doc, pointer, raw_default, salt="default")
         fallback = default
         if "fallback" in self.set.settings:
-            fdoc = next(d for d in self.set.docs if isinstance(d.data, dict) and "fallback" in (d.data.get("settings") or {}))
+            fdoc = next(
+                d
+                for d in self.set.docs
+                if isinstance(d.data, dict) and "fallback" in (d.data.get("settings") or {})
+            )
             fallback = self.target(fdoc, "/settings/fallback", self.set.settings["fallback"], salt="fallback")
         routes = self.routes(self.set.routes)
         transfers = self.routes(self.set.transfers)

@@ -103,7 +103,8 @@ class FileCrm:
         for line, written, tags, fields in rows:
             number = _e164(written, region)
             if number is None:
-                hint = "" if region or written.strip().startswith("+") else " (no +country and no region)"
+                national = not region and not written.startswith("+") and any(c.isdigit() for c in written)
+                hint = " (no +country and no region)" if national else ""
                 raise CrmFileError(f"not a phone number{hint}", line)
             if number in first:
                 raise CrmFileError(f"the same number again (first on line {first[number]})", line)
@@ -250,7 +251,9 @@ class HttpCrm:
         if probe.scheme not in ("http", "https") or not probe.host:
             raise ValueError("the CRM url must be an absolute http:// or https:// URL")
         environ = os.environ if env is None else env
-        resolved = {name: _ENV_REF.sub(lambda m: _env(environ, m[1]), v) for name, v in (headers or {}).items()}
+        resolved = {
+            name: _ENV_REF.sub(lambda m: _env(environ, m[1]), v) for name, v in (headers or {}).items()
+        }
         self._url = url
         self._tags = _path(tags) if tags else None
         self._fields = {name: _path(p) for name, p in (fields or {}).items()}

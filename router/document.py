@@ -18,7 +18,7 @@ import yaml
 from router.errors import PolicyError, Severity
 
 try:  # libyaml's C parser is ~10x faster; positions are identical
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment,misc]
+    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
 except AttributeError:  # pragma: no cover - libyaml missing
     _Loader = yaml.SafeLoader
 
@@ -95,7 +95,7 @@ class _Builder:
                             self.file,
                             key_node.start_mark.line + 1,
                             key_node.start_mark.column + 1,
-                            f'duplicate key "{key}" (first at line {first[0]}); YAML would keep only the last',
+                            f'duplicate key "{key}" (first at line {first[0]}); YAML keeps only one',
                             "duplicate-key",
                             pointer=child,
                         )
@@ -162,7 +162,7 @@ def scalar(node: yaml.Node) -> Any:
 def parse_document(text: str, *, file: str) -> Document:
     """YAML text -> Document. Raises PolicyError for text that is not YAML at all."""
     try:
-        root = yaml.compose(text, Loader=_Loader)  # noqa: S506 - a safe loader
+        root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

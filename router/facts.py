@@ -100,7 +100,11 @@ def facts_from_call(
     caller_raw = _text(call.get("caller"))
     dialled_raw = _text(call.get("dialled"))
     tags = frozenset(str(t) for t in (call.get("tags") or []))
-    crm = {str(k): v for k, v in ((k, scalar_text(v)) for k, v in (call.get("crm") or {}).items()) if v is not None}
+    crm = {
+        str(k): v
+        for k, v in ((k, scalar_text(v)) for k, v in (call.get("crm") or {}).items())
+        if v is not None
+    }
     status: CrmStatus
     if call.get("crm_status"):
         status = call["crm_status"]
@@ -110,7 +114,9 @@ def facts_from_call(
         status = "ok"
     else:
         status = "not_found"
-    variables = {str(k): v for k, v in ((k, scalar_text(v)) for k, v in (call.get("variables") or {}).items()) if v}
+    variables = {
+        str(k): v for k, v in ((k, scalar_text(v)) for k, v in (call.get("variables") or {}).items()) if v
+    }
     return Facts(
         caller=phone.normalise(caller_raw, region) if caller_raw else None,
         dialled=phone.normalise(dialled_raw, region) if dialled_raw else None,

@@ -55,7 +55,9 @@ def read_texts(path: Path) -> list[tuple[str, str]]:
     for f in files:
         try:
             if f.stat().st_size > MAX_FILE_BYTES:
-                raise PolicyError(str(f), 1, 1, f"file is larger than {MAX_FILE_BYTES // 2**20} MiB", "too-large")
+                raise PolicyError(
+                    str(f), 1, 1, f"file is larger than {MAX_FILE_BYTES // 2**20} MiB", "too-large"
+                )
             out.append((str(f), f.read_text(encoding="utf-8")))
         except UnicodeDecodeError:
             raise PolicyError(str(f), 1, 1, "file is not UTF-8 text", "not-text") from None
@@ -127,17 +129,21 @@ def lint_texts(texts: Sequence[tuple[str, str]]) -> Loaded:
         base = Path(doc.file).parent.resolve()
         resolved = path.resolve()
         if not resolved.is_relative_to(base):
-            problems.append(doc.error("/crm/file", f'crm.file "{name}" is outside the policy directory',
-                                      "crm-file"))
+            problems.append(
+                doc.error("/crm/file", f'crm.file "{name}" is outside the policy directory', "crm-file")
+            )
         elif not resolved.is_file():
-            problems.append(doc.error("/crm/file", f'crm.file "{name}" does not exist (looked for {path})',
-                                      "crm-file"))
+            problems.append(
+                doc.error("/crm/file", f'crm.file "{name}" does not exist (looked for {path})', "crm-file")
+            )
         else:
             try:
                 crm_fields = crm_columns(resolved)
                 crm_path = str(resolved)
             except (OSError, ValueError, yaml.YAMLError) as exc:
-                problems.append(doc.error("/crm/file", f'crm.file "{name}" cannot be read: {exc}', "crm-file"))
+                problems.append(
+                    doc.error("/crm/file", f'crm.file "{name}" cannot be read: {exc}', "crm-file")
+                )
     problems.extend(check(docs, crm_fields=crm_fields))
     if any(p.severity == "error" for p in problems):
         return Loaded(tuple(docs), tuple(sorted(problems)), None, version)

@@ -18,7 +18,16 @@ from router.schedules import Schedule, is_open
 
 CrmStatus = Literal["ok", "not_found", "timeout", "error", "disabled"]
 CRM_STATUSES: tuple[str, ...] = ("ok", "not_found", "timeout", "error", "disabled")
-TARGET_KINDS = ("assistantId", "assistant", "squadId", "squad", "workflowId", "workflow", "destination", "error")
+TARGET_KINDS = (
+    "assistantId",
+    "assistant",
+    "squadId",
+    "squad",
+    "workflowId",
+    "workflow",
+    "destination",
+    "error",
+)
 OVERRIDES = {
     "assistantId": "assistantOverrides",
     "assistant": "assistantOverrides",

@@ -37,7 +37,9 @@ def _value(ref: tuple[str, str], facts: Facts, route: str, lenient: bool) -> str
         if value is None:
             if lenient:
                 return ""
-            raise TemplateError(f"${{crm.{sub}}} has no value for this caller (crm_status {facts.crm_status})")
+            raise TemplateError(
+                f"${{crm.{sub}}} has no value for this caller (crm_status {facts.crm_status})"
+            )
         return value
     if name == "caller":
         return facts.caller or ""
@@ -62,7 +64,9 @@ def _fill(value: Any, facts: Facts, route: str, lenient: bool) -> Any:
     return value
 
 
-def render(target: Target, facts: Facts, route: str, *, lenient: bool = False) -> tuple[dict[str, Any], Target]:
+def render(
+    target: Target, facts: Facts, route: str, *, lenient: bool = False
+) -> tuple[dict[str, Any], Target]:
     """(reply, the leaf target that produced it). Raises TemplateError unless `lenient`,
     which fills missing values with "" (used for the fallback, which must never fail)."""
     leaf = choose(target, facts)

@@ -55,7 +55,14 @@ def cases_text(results: Sequence[CaseResult], uncovered: Sequence[str] | None = 
 def cases_json(results: Sequence[CaseResult], uncovered: Sequence[str] | None = None) -> str:
     out: dict[str, Any] = {
         "cases": [
-            {"file": r.file, "line": r.line, "name": r.name, "ok": r.ok, "route": r.route, "failures": list(r.failures)}
+            {
+                "file": r.file,
+                "line": r.line,
+                "name": r.name,
+                "ok": r.ok,
+                "route": r.route,
+                "failures": list(r.failures),
+            }
             for r in results
         ],
         "passed": sum(r.ok for r in results),

@@ -79,7 +79,9 @@ def validate(doc: Document) -> Iterator[PolicyError]:
         return
     if not isinstance(doc.data, dict):
         yield doc.error(
-            "", f"a policy file must be a mapping (version, routes, ...), got {type_name(doc.data)}", "bad-type"
+            "",
+            f"a policy file must be a mapping (version, routes, ...), got {type_name(doc.data)}",
+            "bad-type",
         )
         return
     for error in _validator().iter_errors(doc.data):
@@ -91,10 +93,13 @@ def _render(doc: Document, e: ValidationError) -> Iterator[PolicyError]:
     pointer = _pointer(path)
     subject = _subject(path)
     kind = e.validator
+    # jsonschema types these as Any | Unset; on a reported error they are always set
+    value: Any = e.validator_value
+    instance: Any = e.instance
     schema = e.schema if isinstance(e.schema, dict) else {}
-    if kind == "additionalProperties" and isinstance(e.instance, dict):
+    if kind == "additionalProperties" and isinstance(instance, dict):
         known = schema.get("properties", {})
-        for key in e.instance:
+        for key in instance:
             if key not in known:
                 where = f" in {subject}" if path else ""
                 hint = did_you_mean(key, known)
@@ -103,41 +108,44 @@ def _render(doc: Document, e: ValidationError) -> Iterator[PolicyError]:
                 )
         return
     if "propertyNames" in e.schema_path:
-        name = str(e.instance)
+        name = str(instance)
         yield doc.error(
             f"{pointer}/{escape(name)}",
-            f'"{name}" is not a valid name: use letters, digits, "-", "_" and "." (start with a letter or digit)',
+            f'"{name}" is not a valid name: use letters, digits, "-", "_" and "."'
+            " (start with a letter or digit)",
             "bad-name",
             key=True,
         )
         return
     if kind == "required":
-        missing = [k for k in e.validator_value if k not in e.instance]
+        missing = [k for k in value if k not in instance]
         for key in missing:
             yield doc.error(pointer, f'{subject} needs "{key}"', "missing-key")
         return
     if kind == "type":
-        wanted = e.validator_value if isinstance(e.validator_value, list) else [e.validator_value]
-        names = [_JSON_TYPES.get(w, w) for w in wanted]
+        wanted = value if isinstance(value, list) else [value]
+        names = [_JSON_TYPES.get(str(w), str(w)) for w in wanted]
         choice = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
         extra = ""
-        if isinstance(e.instance, int) and not isinstance(e.instance, bool) and "string" in wanted:
+        if isinstance(instance, int) and not isinstance(instance, bool) and "string" in wanted:
             extra = " (quote it)"
-        yield doc.error(pointer, f"{subject} must be {choice}, got {type_name(e.instance)}{extra}", "bad-type")
+        yield doc.error(pointer, f"{subject} must be {choice}, got {type_name(instance)}{extra}", "bad-type")
         return
     if kind == "const":
-        yield doc.error(pointer, f"{subject} must be {json.dumps(e.validator_value)}", "bad-value")
+        yield doc.error(pointer, f"{subject} must be {json.dumps(value)}", "bad-value")
         return
     if kind == "enum":
-        options = [str(v) for v in e.validator_value]
-        hint = did_you_mean(str(e.instance), options)
+        options = [str(v) for v in value]
+        hint = did_you_mean(str(instance), options)
         yield doc.error(
-            pointer, f"{subject} must be one of {', '.join(options)}, got {json.dumps(e.instance)}{hint}", "bad-value"
+            pointer,
+            f"{subject} must be one of {', '.join(options)}, got {json.dumps(instance)}{hint}",
+            "bad-value",
         )
         return
     if kind in ("minimum", "maximum"):
         bound = "at least" if kind == "minimum" else "at most"
-        yield doc.error(pointer, f"{subject} must be {bound} {e.validator_value}, got {e.instance}", "bad-value")
+        yield doc.error(pointer, f"{subject} must be {bound} {value}, got {instance}", "bad-value")
         return
     if kind == "minItems":
         yield doc.error(pointer, f"{subject} must not be empty", "bad-value")
@@ -146,7 +154,7 @@ def _render(doc: Document, e: ValidationError) -> Iterator[PolicyError]:
         yield doc.error(pointer, f"{subject} must not be empty", "bad-value")
         return
     if kind == "pattern":
-        what = schema.get("description") or f"match {e.validator_value}"
-        yield doc.error(pointer, f"{subject} {json.dumps(e.instance)} is not valid ({what})", "bad-value")
+        what = schema.get("description") or f"match {value}"
+        yield doc.error(pointer, f"{subject} {json.dumps(instance)} is not valid ({what})", "bad-value")
         return
     yield doc.error(pointer, f"{subject}: {e.message}", "schema")

@@ -80,7 +80,7 @@ def _exempt_templates(keyword: Any) -> Any:
 
 
 _BASE: Final = jsonschema.Draft202012Validator
-_TemplateAware: Final = jsonschema.validators.extend(
+_TemplateAware: Final[type[Validator]] = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
     _BASE,
     {
         name: _exempt_templates(_BASE.VALIDATORS[name])
@@ -123,7 +123,9 @@ _Found = Iterator[tuple[Sequence[str | int], str, str]]
 
 def _explain(error: ValidationError, kind: str) -> _Found:
     path = list(error.absolute_path)
-    keyword, expected, instance = error.validator, error.validator_value, error.instance
+    keyword, instance, expected = error.validator, error.instance, error.validator_value
+    instance = cast(Any, instance)
+    expected = cast(Any, expected)
     schema: Mapping[str, Any] = error.schema if isinstance(error.schema, Mapping) else {}
     label = _label(path, kind)
     if keyword == "additionalProperties":
@@ -134,13 +136,21 @@ def _explain(error: ValidationError, kind: str) -> _Found:
         yield path, f"{label} must be {_types(_as_list(expected))}, got {_json_type(instance)}", "vapi-type"
     elif keyword in ("enum", "const"):
         choices = list(expected) if keyword == "enum" else [expected]
-        yield path, f"{label} must be {_one_of(choices)}; got {_show(instance)}{_hint(instance, choices)}", "vapi-enum"
+        yield (
+            path,
+            f"{label} must be {_one_of(choices)}; got {_show(instance)}{_hint(instance, choices)}",
+            "vapi-enum",
+        )
     elif keyword == "required":
         for name in expected:
             if isinstance(instance, Mapping) and name not in instance:
                 yield path, _needs(schema, label, name), "vapi-required"
     elif keyword in _RANGES:
-        yield path, f"{label} must be {_RANGES[keyword]} {_show(expected)}, got {_show(instance)}", "vapi-range"
+        yield (
+            path,
+            f"{label} must be {_RANGES[keyword]} {_show(expected)}, got {_show(instance)}",
+            "vapi-range",
+        )
     elif keyword in _LENGTHS:
         bound, unit = _LENGTHS[keyword]
         yield path, f"{label} must be {bound} {expected} {unit}, got {len(instance)}", "vapi-length"
@@ -172,9 +182,13 @@ def _extra_fields(path: list[str | int], instance: Any, schema: Mapping[str, Any
         if key in known:
             continue
         if key in legacy:
-            yield [*path, key], f"\"{key}\" was removed from Vapi's API; {legacy[key]}", "vapi-legacy-field"
+            yield [*path, key], f'"{key}" was removed from Vapi\'s API; {legacy[key]}', "vapi-legacy-field"
         else:
-            yield [*path, key], f'unknown field "{key}" for {noun}{did_you_mean(str(key), known)}', "vapi-unknown-field"
+            yield (
+                [*path, key],
+                f'unknown field "{key}" for {noun}{did_you_mean(str(key), known)}',
+                "vapi-unknown-field",
+            )
 
 
 def _best_branch(error: ValidationError, kind: str) -> _Found:
@@ -182,7 +196,8 @@ def _best_branch(error: ValidationError, kind: str) -> _Found:
 
     OpenAPI oneOf is read as anyOf (PROTOCOL §3.8): the spec's unions overlap.
     """
-    branches: list[Mapping[str, Any]] = list(error.validator_value)
+    union: Any = error.validator_value
+    branches: list[Mapping[str, Any]] = list(union)
     path = list(error.absolute_path)
     schema: Mapping[str, Any] = error.schema if isinstance(error.schema, Mapping) else {}
     if all(set(branch) == {"required"} for branch in branches):
@@ -215,7 +230,7 @@ def _accepts_type(branch: Mapping[str, Any], instance: Any) -> bool:
 
 
 def _is_json_type(instance: Any, json_type: str) -> bool:
-    return _BASE.TYPE_CHECKER.is_type(instance, json_type)
+    return bool(_BASE.TYPE_CHECKER.is_type(instance, json_type))
 
 
 def _needs(schema: Mapping[str, Any], label: str, name: str) -> str:

@@ -85,13 +85,21 @@ def problems(kind: str, value: Any) -> list[tuple[str, str, str]]:
             },
             id="squad-inline-member",
         ),
-        pytest.param("workflow", {"name": "intake", "nodes": [{"type": "conversation"}], "edges": []}, id="wf"),
+        pytest.param(
+            "workflow", {"name": "intake", "nodes": [{"type": "conversation"}], "edges": []}, id="wf"
+        ),
         pytest.param("workflowOverrides", {"variableValues": {"x": 1}}, id="workflow-overrides"),
         pytest.param("destination", DESTINATION, id="number"),
-        pytest.param("destination", {"type": "sip", "sipUri": "sip:q@pbx.example.net", "message": ""}, id="sip"),
+        pytest.param(
+            "destination", {"type": "sip", "sipUri": "sip:q@pbx.example.net", "message": ""}, id="sip"
+        ),
         pytest.param(
             "destination",
-            {"type": "sip", "sipUri": "sip:q@pbx.example.net", "transferPlan": {"mode": "blind-transfer", "sipVerb": "dial"}},
+            {
+                "type": "sip",
+                "sipUri": "sip:q@pbx.example.net",
+                "transferPlan": {"mode": "blind-transfer", "sipVerb": "dial"},
+            },
             id="sip-verb-as-string",  # the spec types it "object"; Vapi takes the string
         ),
     ],
@@ -111,7 +119,9 @@ def test_vapi_example_replies_have_no_problems(path: Path) -> None:
 
 # --- bad payloads -------------------------------------------------------------------------------------
 
-MODES = "assistant-speaks-first, assistant-speaks-first-with-model-generated-message, assistant-waits-for-user"
+MODES = (
+    "assistant-speaks-first, assistant-speaks-first-with-model-generated-message, assistant-waits-for-user"
+)
 
 
 @pytest.mark.parametrize(
@@ -120,7 +130,13 @@ MODES = "assistant-speaks-first, assistant-speaks-first-with-model-generated-mes
         pytest.param(
             "assistant",
             {"firstMesage": "Hi"},
-            [("/firstMesage", 'unknown field "firstMesage" for an assistant (did you mean "firstMessage"?)', "vapi-unknown-field")],
+            [
+                (
+                    "/firstMesage",
+                    'unknown field "firstMesage" for an assistant (did you mean "firstMessage"?)',
+                    "vapi-unknown-field",
+                )
+            ],
             id="unknown-field-hint",
         ),
         pytest.param(
@@ -132,7 +148,13 @@ MODES = "assistant-speaks-first, assistant-speaks-first-with-model-generated-mes
         pytest.param(
             "assistant",
             {"serverUrl": "https://x.example.com"},
-            [("/serverUrl", "\"serverUrl\" was removed from Vapi's API; use \"server.url\" instead", "vapi-legacy-field")],
+            [
+                (
+                    "/serverUrl",
+                    '"serverUrl" was removed from Vapi\'s API; use "server.url" instead',
+                    "vapi-legacy-field",
+                )
+            ],
             id="legacy-server-url",
         ),
         pytest.param(
@@ -141,7 +163,7 @@ MODES = "assistant-speaks-first, assistant-speaks-first-with-model-generated-mes
             [
                 (
                     "/numWordsToInterruptAssistant",
-                    "\"numWordsToInterruptAssistant\" was removed from Vapi's API; use \"stopSpeakingPlan.numWords\" instead",
+                    '"numWordsToInterruptAssistant" was removed from Vapi\'s API; use "stopSpeakingPlan.numWords" instead',
                     "vapi-legacy-field",
                 )
             ],
@@ -150,7 +172,13 @@ MODES = "assistant-speaks-first, assistant-speaks-first-with-model-generated-mes
         pytest.param(
             "assistant",
             {"backchannelingEnabled": True},
-            [("/backchannelingEnabled", "\"backchannelingEnabled\" was removed from Vapi's API; delete it", "vapi-legacy-field")],
+            [
+                (
+                    "/backchannelingEnabled",
+                    '"backchannelingEnabled" was removed from Vapi\'s API; delete it',
+                    "vapi-legacy-field",
+                )
+            ],
             id="legacy-no-replacement",
         ),
         pytest.param(
@@ -162,7 +190,13 @@ MODES = "assistant-speaks-first, assistant-speaks-first-with-model-generated-mes
         pytest.param(
             "assistant",
             {"silenceTimeoutSeconds": 5000},
-            [("/silenceTimeoutSeconds", '"silenceTimeoutSeconds" must be at most 3600, got 5000', "vapi-range")],
+            [
+                (
+                    "/silenceTimeoutSeconds",
+                    '"silenceTimeoutSeconds" must be at most 3600, got 5000',
+                    "vapi-range",
+                )
+            ],
             id="restored-field-range",
         ),
         pytest.param(
@@ -174,7 +208,13 @@ MODES = "assistant-speaks-first, assistant-speaks-first-with-model-generated-mes
         pytest.param(
             "assistant",
             {"endCallPhrases": ["bye", "k"]},
-            [("/endCallPhrases/1", '"endCallPhrases[1]" must be at least 2 characters, got 1', "vapi-length")],
+            [
+                (
+                    "/endCallPhrases/1",
+                    '"endCallPhrases[1]" must be at least 2 characters, got 1',
+                    "vapi-length",
+                )
+            ],
             id="item-too-short",
         ),
         pytest.param(
@@ -192,13 +232,25 @@ MODES = "assistant-speaks-first, assistant-speaks-first-with-model-generated-mes
         pytest.param(
             "assistant",
             {"backgroundSound": "offce"},
-            [("/backgroundSound", '"backgroundSound" must be one of off, office; got "offce" (did you mean "office"?)', "vapi-enum")],
+            [
+                (
+                    "/backgroundSound",
+                    '"backgroundSound" must be one of off, office; got "offce" (did you mean "office"?)',
+                    "vapi-enum",
+                )
+            ],
             id="enum-or-url",
         ),
         pytest.param(
             "assistant",
             {"firstMessageInterruptionsEnabled": "yes"},
-            [("/firstMessageInterruptionsEnabled", '"firstMessageInterruptionsEnabled" must be true or false, got string', "vapi-type")],
+            [
+                (
+                    "/firstMessageInterruptionsEnabled",
+                    '"firstMessageInterruptionsEnabled" must be true or false, got string',
+                    "vapi-type",
+                )
+            ],
             id="type",
         ),
         pytest.param(
@@ -244,9 +296,8 @@ MODES = "assistant-speaks-first, assistant-speaks-first-with-model-generated-mes
                     'phone-call-control, speech-update, status-update, transcript, transcript[transcriptType="final"], '
                     "tool-calls, transfer-destination-request, handoff-destination-request, transfer-update, "
                     "user-interrupted, voice-input, chat.created, chat.deleted, session.created, session.updated, "
-                    "session.deleted, call.deleted, call.delete.failed, call.artifact.upload; got \"assistant-request\" "
+                    'session.deleted, call.deleted, call.delete.failed, call.artifact.upload; got "assistant-request" '
                     '(did you mean "assistant.started"?)',
-
                     "vapi-enum",
                 )
             ],
@@ -282,10 +333,18 @@ MODES = "assistant-speaks-first, assistant-speaks-first-with-model-generated-mes
         pytest.param(
             "squadOverrides",
             {"variables": {}},
-            [("/variables", 'unknown field "variables" for assistant overrides (did you mean "variableValues"?)', "vapi-unknown-field")],
+            [
+                (
+                    "/variables",
+                    'unknown field "variables" for assistant overrides (did you mean "variableValues"?)',
+                    "vapi-unknown-field",
+                )
+            ],
             id="squad-overrides-variables",
         ),
-        pytest.param("squad", {}, [("", 'a squad needs "members"', "vapi-required")], id="squad-without-members"),
+        pytest.param(
+            "squad", {}, [("", 'a squad needs "members"', "vapi-required")], id="squad-without-members"
+        ),
         pytest.param(
             "squad",
             {"members": [{"assistantOverrides": {}}]},
@@ -306,7 +365,14 @@ MODES = "assistant-speaks-first, assistant-speaks-first-with-model-generated-mes
         ),
         pytest.param(
             "squad",
-            {"members": [{"assistantId": "a", "assistantDestinations": [{"type": "assistant", "assistantNme": "B"}]}]},
+            {
+                "members": [
+                    {
+                        "assistantId": "a",
+                        "assistantDestinations": [{"type": "assistant", "assistantNme": "B"}],
+                    }
+                ]
+            },
             [
                 (
                     "/members/0/assistantDestinations/0/assistantNme",
@@ -360,7 +426,11 @@ MODES = "assistant-speaks-first, assistant-speaks-first-with-model-generated-mes
             {"type": "sip", "sipURI": "sip:x@y"},
             [
                 ("", 'a SIP destination needs "sipUri"', "vapi-required"),
-                ("/sipURI", 'unknown field "sipURI" for a SIP destination (did you mean "sipUri"?)', "vapi-unknown-field"),
+                (
+                    "/sipURI",
+                    'unknown field "sipURI" for a SIP destination (did you mean "sipUri"?)',
+                    "vapi-unknown-field",
+                ),
             ],
             id="sip-misspelt",
         ),
@@ -372,7 +442,11 @@ MODES = "assistant-speaks-first, assistant-speaks-first-with-model-generated-mes
         ),
         pytest.param(
             "destination",
-            {"type": "number", "number": "+15550001111", "message": {"type": "custom-message", "content": "x" * 1001}},
+            {
+                "type": "number",
+                "number": "+15550001111",
+                "message": {"type": "custom-message", "content": "x" * 1001},
+            },
             [("/message/content", '"content" must be at most 1000 characters, got 1001', "vapi-length")],
             id="custom-message-length",
         ),
@@ -400,8 +474,18 @@ MODES = "assistant-speaks-first, assistant-speaks-first-with-model-generated-mes
         ),
         pytest.param(
             "destination",
-            {"type": "sip", "sipUri": "sip:x@y", "transferPlan": {"mode": "blind-transfer", "sipVerb": "invite"}},
-            [("/transferPlan/sipVerb", '"sipVerb" must be one of refer, bye, dial; got "invite"', "vapi-enum")],
+            {
+                "type": "sip",
+                "sipUri": "sip:x@y",
+                "transferPlan": {"mode": "blind-transfer", "sipVerb": "invite"},
+            },
+            [
+                (
+                    "/transferPlan/sipVerb",
+                    '"sipVerb" must be one of refer, bye, dial; got "invite"',
+                    "vapi-enum",
+                )
+            ],
             id="sip-verb",
         ),
     ],
@@ -412,7 +496,9 @@ def test_bad_payloads(kind: str, value: Any, expected: list[tuple[str, str, str]
 
 def test_problems_are_values_with_stable_codes() -> None:
     found = check_payload("assistant", {"a/b~c": 1})
-    assert found == [PayloadProblem("/a~1b~0c", 'unknown field "a/b~c" for an assistant', "vapi-unknown-field")]
+    assert found == [
+        PayloadProblem("/a~1b~0c", 'unknown field "a/b~c" for an assistant', "vapi-unknown-field")
+    ]
 
 
 def test_an_unknown_kind_is_a_programming_error() -> None:
@@ -426,14 +512,22 @@ def test_an_unknown_kind_is_a_programming_error() -> None:
 @pytest.mark.parametrize(
     ("kind", "value"),
     [
-        pytest.param("assistant", {"name": "Desk for ${crm.company_name_which_is_long_enough}"}, id="maxLength"),
+        pytest.param(
+            "assistant", {"name": "Desk for ${crm.company_name_which_is_long_enough}"}, id="maxLength"
+        ),
         pytest.param("assistant", {"firstMessageMode": "${crm.mode}"}, id="enum"),
         pytest.param("assistant", {"endCallPhrases": ["${crm.x}"]}, id="item-minLength"),
         pytest.param("assistant", {"backgroundSound": "${crm.sound}"}, id="enum-or-url"),
         pytest.param("assistant", {"model": {"provider": "${crm.llm}"}}, id="provider"),
         pytest.param("destination", {"type": "number", "number": "${caller}"}, id="number-minLength"),
-        pytest.param("destination", {"type": "number", "number": "+15550001111", "callerId": "${dialled}"}, id="caller-id"),
-        pytest.param("squad", {"members": [{"assistant": {"voicemailMessage": "${route} " + "x" * 1000}}]}, id="nested"),
+        pytest.param(
+            "destination",
+            {"type": "number", "number": "+15550001111", "callerId": "${dialled}"},
+            id="caller-id",
+        ),
+        pytest.param(
+            "squad", {"members": [{"assistant": {"voicemailMessage": "${route} " + "x" * 1000}}]}, id="nested"
+        ),
     ],
 )
 def test_templated_strings_are_exempt_from_value_checks(kind: str, value: Any) -> None:
@@ -457,7 +551,9 @@ def test_templated_strings_are_exempt_from_value_checks(kind: str, value: Any) -
         ),
     ],
 )
-def test_templates_do_not_excuse_everything(kind: str, value: Any, expected: list[tuple[str, str, str]]) -> None:
+def test_templates_do_not_excuse_everything(
+    kind: str, value: Any, expected: list[tuple[str, str, str]]
+) -> None:
     assert problems(kind, value) == expected
 
 
@@ -519,7 +615,9 @@ def test_subset_providers_are_vapis(name: str, field: str) -> None:
 
 
 @needs_spec
-@pytest.mark.parametrize("name", ["CreateSquadDTO", "TransferDestinationNumber", "TransferDestinationSip", "TransferPlan"])
+@pytest.mark.parametrize(
+    "name", ["CreateSquadDTO", "TransferDestinationNumber", "TransferDestinationSip", "TransferPlan"]
+)
 def test_subset_required_fields_are_vapis(name: str) -> None:
     assert SUBSET["$defs"][name]["required"] == spec_components()[name]["required"]
 
@@ -542,7 +640,9 @@ def test_committed_schema_is_what_the_generator_makes() -> None:
 # --- agreement with ../shared/vapi/check_reply.py -----------------------------------------------------
 
 CHECK_REPLY = SHARED / "vapi" / "check_reply.py"
-needs_check_reply = pytest.mark.skipif(not CHECK_REPLY.is_file(), reason="../shared/vapi/check_reply.py is absent")
+needs_check_reply = pytest.mark.skipif(
+    not CHECK_REPLY.is_file(), reason="../shared/vapi/check_reply.py is absent"
+)
 
 
 @needs_check_reply
@@ -551,7 +651,10 @@ needs_check_reply = pytest.mark.skipif(not CHECK_REPLY.is_file(), reason="../sha
     [
         pytest.param({"assistant": ASSISTANT}, id="inline-assistant"),
         pytest.param(
-            {"assistantId": "2ccabf54-ccd8-4dff-ae93-e830159c8004", "assistantOverrides": {"variableValues": {"c": "+1"}}},
+            {
+                "assistantId": "2ccabf54-ccd8-4dff-ae93-e830159c8004",
+                "assistantOverrides": {"variableValues": {"c": "+1"}},
+            },
             id="assistant-id-overrides",
         ),
         pytest.param(
@@ -561,10 +664,19 @@ needs_check_reply = pytest.mark.skipif(not CHECK_REPLY.is_file(), reason="../sha
             },
             id="squad",
         ),
-        pytest.param({"workflowId": "w", "workflowOverrides": {"variableValues": {"x": 1}}}, id="workflow-id"),
+        pytest.param(
+            {"workflowId": "w", "workflowOverrides": {"variableValues": {"x": 1}}}, id="workflow-id"
+        ),
         pytest.param({"destination": DESTINATION}, id="number-destination"),
         pytest.param(
-            {"destination": {"type": "sip", "sipUri": "sip:q@pbx.example.net", "sipHeaders": {"X-A": "b"}, "message": ""}},
+            {
+                "destination": {
+                    "type": "sip",
+                    "sipUri": "sip:q@pbx.example.net",
+                    "sipHeaders": {"X-A": "b"},
+                    "message": "",
+                }
+            },
             id="sip-destination",
         ),
     ],

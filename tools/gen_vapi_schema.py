@@ -43,10 +43,14 @@ DEEP = {
 }
 ASSISTANTS = ("CreateAssistantDTO", "AssistantOverrides")
 
+WAIT = 'use "startSpeakingPlan.waitSeconds" instead'
 # PROTOCOL §3.7: fields Vapi removed, with where their job went (checked to exist below).
 LEGACY: dict[str, tuple[str | None, str]] = {
     "serverUrl": ("server.url", 'use "server.url" instead'),
-    "serverUrlSecret": ("server.credentialId", 'use "server.credentialId" (a bearer or HMAC credential) instead'),
+    "serverUrlSecret": (
+        "server.credentialId",
+        'use "server.credentialId" (a bearer or HMAC credential) instead',
+    ),
     "hipaaEnabled": ("compliancePlan.hipaaEnabled", 'use "compliancePlan.hipaaEnabled" instead'),
     "backchannelingEnabled": (None, "delete it"),
     "backgroundDenoisingEnabled": (
@@ -63,7 +67,10 @@ LEGACY: dict[str, tuple[str | None, str]] = {
         'add a {type: transferCall} tool to "model.tools", or route to a "destination" target',
     ),
     "responseDelaySeconds": ("startSpeakingPlan.waitSeconds", 'use "startSpeakingPlan.waitSeconds" instead'),
-    "llmRequestDelaySeconds": ("startSpeakingPlan.waitSeconds", 'use "startSpeakingPlan.waitSeconds" instead'),
+    "llmRequestDelaySeconds": (
+        "startSpeakingPlan.waitSeconds",
+        'use "startSpeakingPlan.waitSeconds" instead',
+    ),
     "numWordsToInterruptAssistant": ("stopSpeakingPlan.numWords", 'use "stopSpeakingPlan.numWords" instead'),
 }
 
@@ -74,8 +81,8 @@ RESTORED = {"silenceTimeoutSeconds": {"type": "number", "minimum": 10, "maximum"
 # Not in the spec, but a squad member with neither says nothing about who answers.
 MEMBER_NEEDS = {"anyOf": [{"required": ["assistantId"]}, {"required": ["assistant"]}]}
 
-KEPT = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength")
-KEPT += ("minItems", "maxItems", "pattern", "format")
+KEPT: tuple[str, ...] = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength")
+KEPT += ("maxLength", "minItems", "maxItems", "pattern", "format")
 DISCRIMINATORS = ("provider", "type", "on")
 
 
