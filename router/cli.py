@@ -190,6 +190,28 @@ def cmd_hours(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from router.serve import ServeOptions, run  # the server's imports are not needed for lint/test
+
+    if args.workers < 1:
+        print("vapi-router serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    return run(
+        ServeOptions(
+            policy=args.path,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            path=args.webhook_path,
+            watch=not args.no_watch,
+            decision_log=None if args.decision_log in ("none", "off") else args.decision_log,
+            capture=args.capture,
+            shadow=args.shadow,
+            insecure=args.insecure,
+        )
+    )
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(policy_schema(), indent=2))
     return 0
@@ -233,6 +255,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="start", metavar="DATE")
     p.add_argument("--days", type=int, default=7)
     p.set_defaults(func=cmd_hours)
+
+    p = sub.add_parser("serve", help="the webhook server")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--path", dest="webhook_path", default="/webhook/vapi", help="webhook path")
+    p.add_argument("--no-watch", action="store_true", help="do not reload on file changes")
+    p.add_argument(
+        "--decision-log", default="-", metavar="FILE|-", help="'-' is stdout (default); 'none' disables"
+    )
+    p.add_argument("--capture", metavar="FILE", help="record assistant-requests as JSONL for replay")
+    p.add_argument("--shadow", metavar="OTHER_PATH", help="evaluate a candidate policy beside the live one")
+    p.add_argument("--insecure", action="store_true", help="allow running without webhook auth")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("schema", help="print the policy JSON Schema")
     p.set_defaults(func=cmd_schema)

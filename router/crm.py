@@ -251,9 +251,10 @@ class HttpCrm:
         if probe.scheme not in ("http", "https") or not probe.host:
             raise ValueError("the CRM url must be an absolute http:// or https:// URL")
         environ = os.environ if env is None else env
-        resolved = {
-            name: _ENV_REF.sub(lambda m: _env(environ, m[1]), v) for name, v in (headers or {}).items()
-        }
+        sent = httpx.Headers({"user-agent": "vapi-router", "accept": "application/json"})
+        sent.update(
+            {name: _ENV_REF.sub(lambda m: _env(environ, m[1]), v) for name, v in (headers or {}).items()}
+        )
         self._url = url
         self._tags = _path(tags) if tags else None
         self._fields = {name: _path(p) for name, p in (fields or {}).items()}
@@ -264,7 +265,7 @@ class HttpCrm:
         self._cache: dict[str, tuple[float, CrmRecord]] = {}  # insertion order = age
         self._inflight: dict[str, asyncio.Task[CrmRecord]] = {}
         self._client = httpx.AsyncClient(  # last: nothing after it can fail and leak it
-            headers={"user-agent": "vapi-router", "accept": "application/json", **resolved},
+            headers=sent,
             timeout=self._timeout_s,  # per phase; the overall bound is asyncio.timeout in _fetch
             limits=httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE),
             transport=transport,
@@ -348,7 +349,7 @@ class HttpCrm:
         if not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
             tags = []
         fields = {name: text for name, path in self._fields.items() if (text := _text(_dig(data, path)))}
-        return CrmRecord("ok", frozenset(tags), fields)
+        return CrmRecord("ok", frozenset(t for t in tags if t), fields)
 
 
 def _env(environ: Mapping[str, str], name: str) -> str:

@@ -123,9 +123,9 @@ _Found = Iterator[tuple[Sequence[str | int], str, str]]
 
 def _explain(error: ValidationError, kind: str) -> _Found:
     path = list(error.absolute_path)
-    keyword, instance, expected = error.validator, error.instance, error.validator_value
-    instance = cast(Any, instance)
-    expected = cast(Any, expected)
+    keyword = error.validator
+    instance: Any = error.instance
+    expected: Any = error.validator_value
     schema: Mapping[str, Any] = error.schema if isinstance(error.schema, Mapping) else {}
     label = _label(path, kind)
     if keyword == "additionalProperties":

@@ -7,6 +7,7 @@ must survive: ok, not_found, slow, hang, 500, garbage, drop. Used by the CRM and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -27,11 +28,12 @@ Send = Callable[[Message], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class Seen:
-    """One request as the CRM received it (headers lower-cased)."""
+    """One request as the CRM received it; header names lower-cased, `names` keeps repeats."""
 
     path: str
     phone: str
     headers: dict[str, str]
+    names: tuple[str, ...]
 
 
 def refused_url() -> str:
@@ -117,13 +119,12 @@ class CrmServer:
         self._call(self._release_all)
 
     def stop(self) -> None:
-        """Release hanging requests, then stop; prompt even while requests hang."""
-        if self._server is None or self._thread is None:
-            return
-        self._call(self._release_all)
-        self._server.should_exit = True
-        self._thread.join(5)
-        self._sock.close()
+        """Release hanging requests, then stop; prompt even while requests hang (~0.15 s)."""
+        if self._server is not None and self._thread is not None:
+            self._call(self._release_all)
+            self._server.should_exit = True
+            self._thread.join(5)
+        self._sock.close()  # also when never started: the port is bound from construction
         self._server = self._thread = self._loop = None
 
     def reset(self) -> None:
@@ -155,16 +156,14 @@ class CrmServer:
         assert scope["type"] == "http" and self._release is not None
         release = self._release
         phone = parse_qs(scope["query_string"].decode()).get("phone", [""])[0]
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         self.requests += 1
-        self.seen.append(Seen(scope["path"], phone, headers))
+        self.seen.append(Seen(scope["path"], phone, dict(pairs), tuple(k for k, _ in pairs)))
         mode = self.modes.get(phone, self.mode)
         if mode == "slow":
             # Interruptible by stop/reset so that shutdown never waits out the delay.
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(release.wait(), self.slow_ms / 1000)
-            except TimeoutError:
-                pass
             mode = "ok"
         if mode == "hang":
             await release.wait()

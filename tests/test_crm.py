@@ -125,48 +125,118 @@ def test_file_numbers_are_normalised(tmp_path: Path, name: str, text: str, regio
 
 def test_file_csv_quoted_cells_and_bom(tmp_path: Path) -> None:
     path = tmp_path / "crm.csv"
-    path.write_text('\ufeffnumber,tags,address\n+15551234567,vip,"1 Main St\nSpringfield"\n', encoding="utf-8")
+    path.write_text(
+        '\ufeffnumber,tags,address\n+15551234567,vip,"1 Main St\nSpringfield"\n', encoding="utf-8"
+    )
     record = FileCrm.from_path(path).get(VIP)
     assert record == CrmRecord("ok", frozenset({"vip"}), {"address": "1 Main St\nSpringfield"})
 
 
+NATIONAL = "not a phone number (no +country and no region)"
+NESTED = 'field "address" must be a plain value, not a list or mapping'
+
+
 @pytest.mark.parametrize(
-    ("name", "text", "error"),
+    ("name", "text", "line", "message"),
     [
-        pytest.param("crm.csv", "phone,tags\n+15551234567,vip\n", 'line 1: the header has no "number" column', id="no-number"),
-        pytest.param("crm.csv", "number,tier,tier\n", 'line 1: column "tier" appears twice in the header', id="dup-column"),
-        pytest.param("crm.csv", "number\n+15551234567\nnot-a-number\n", "line 3: not a phone number", id="bad-number"),
         pytest.param(
             "crm.csv",
-            "number\n5551234567\n",
-            "line 2: not a phone number (no +country and no region)",
-            id="national-without-region",
+            "phone,tags\n+15551234567,vip\n",
+            1,
+            'the header has no "number" column',
+            id="no-number",
         ),
-        pytest.param("crm.csv", "number,tier\n+15551234567,gold,extra\n", "line 2: 3 cells but the header has 2 columns", id="extra-cell"),
+        pytest.param(
+            "crm.csv", "number,tier,tier\n", 1, 'column "tier" appears twice in the header', id="dup-column"
+        ),
+        pytest.param(
+            "crm.csv", "number\n+15551234567\nnot-a-number\n", 3, "not a phone number", id="bad-number"
+        ),
+        pytest.param("crm.csv", "number\n5551234567\n", 2, NATIONAL, id="national-without-region"),
+        pytest.param(
+            "crm.csv",
+            "number,a\n+15551234567,b,c\n",
+            2,
+            "3 cells but the header has 2 columns",
+            id="extra-cell",
+        ),
         pytest.param(
             "crm.csv",
             'number,note\n+15557654321,"two\nlines"\n+1 555 765 4321,\n',
-            "line 4: the same number again (first on line 2)",
+            4,
+            "the same number again (first on line 2)",
             id="duplicate-after-multiline-cell",
         ),
-        pytest.param("crm.json", '{\n  "+15551234567": {,}\n}', "line 2: not JSON: Expecting property name enclosed in double quotes", id="json-syntax"),
-        pytest.param("crm.json", '["+15551234567"]', "line 1: the top level must map numbers to contacts", id="json-list"),
-        pytest.param("crm.json", '{\n "+15551234567": {},\n "12": {}\n}', "line 3: not a phone number (no +country and no region)", id="json-bad-number"),
-        pytest.param("crm.json", '{\n "+15551234567": {"tags": "vip"}\n}', 'line 2: "tags" must be a list of words', id="json-tags-string"),
-        pytest.param("crm.json", '{"+15551234567": ["vip"]}', "line 1: a contact must be a mapping of tags and fields", id="json-contact-list"),
-        pytest.param("crm.yaml", "+15551234567:\n  tags: [vip]\n+15557654321:\n  address: {city: x}\n", 'line 3: field "address" must be a plain value, not a list or mapping', id="yaml-nested-field"),
-        pytest.param("crm.yaml", "+15551234567: {}\n+15551234567: {}\n", 'line 2: duplicate key "+15551234567" (first at line 1); YAML would keep only the last', id="yaml-duplicate"),
-        pytest.param("crm.yaml", "+15551234567: [\n", "line 2: YAML syntax: did not find expected node content", id="yaml-syntax"),
-        pytest.param("crm.txt", "number\n", 'unknown CRM file type ".txt": use .csv, .json, .yaml or .yml', id="suffix"),
+        pytest.param(
+            "crm.json",
+            '{\n "+15551234567": {,}\n}',
+            2,
+            "not JSON: Expecting property name enclosed in double quotes",
+            id="json-syntax",
+        ),
+        pytest.param(
+            "crm.json", '["+15551234567"]', 1, "the top level must map numbers to contacts", id="json-list"
+        ),
+        pytest.param("crm.json", '{\n "+15551234567": {},\n "12": {}\n}', 3, NATIONAL, id="json-bad-number"),
+        pytest.param(
+            "crm.json",
+            '{\n "+15551234567": {"tags": "vip"}\n}',
+            2,
+            '"tags" must be a list of words',
+            id="json-tags",
+        ),
+        pytest.param(
+            "crm.json",
+            '{"+15551234567": ["vip"]}',
+            1,
+            "a contact must be a mapping of tags and fields",
+            id="json-list-contact",
+        ),
+        pytest.param(
+            "crm.yaml",
+            "+15551234567:\n  tags: [vip]\n+15557654321:\n  address: {city: x}\n",
+            3,
+            NESTED,
+            id="yaml-nested",
+        ),
+        pytest.param(
+            "crm.txt",
+            "number\n",
+            None,
+            'unknown CRM file type ".txt": use .csv, .json, .yaml or .yml',
+            id="suffix",
+        ),
     ],
-)  # fmt: skip
-def test_file_problems_name_the_line(tmp_path: Path, name: str, text: str, error: str) -> None:
+)
+def test_file_problems_name_the_line(
+    tmp_path: Path, name: str, text: str, line: int | None, message: str
+) -> None:
     path = tmp_path / name
     path.write_text(text)
     with pytest.raises(CrmFileError) as caught:
         FileCrm.from_path(path)
-    assert str(caught.value) == error
-    assert caught.value.line == (int(error.split()[1].rstrip(":")) if error.startswith("line ") else None)
+    assert (caught.value.line, caught.value.message) == (line, message)
+    assert str(caught.value) == (message if line is None else f"line {line}: {message}")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "start"),
+    [
+        pytest.param(
+            "+15551234567: {}\n+15551234567: {}\n", 2, 'duplicate key "+15551234567"', id="duplicate"
+        ),
+        pytest.param("+15551234567: [\n", 2, "YAML syntax:", id="syntax"),
+    ],
+)
+def test_file_yaml_problems_come_from_the_policy_reader(
+    tmp_path: Path, text: str, line: int, start: str
+) -> None:
+    path = tmp_path / "crm.yaml"
+    path.write_text(text)
+    with pytest.raises(CrmFileError) as caught:
+        FileCrm.from_path(path)
+    assert caught.value.line == line
+    assert caught.value.message.startswith(start)
 
 
 def test_file_missing_or_empty(tmp_path: Path) -> None:
@@ -179,7 +249,9 @@ def test_file_missing_or_empty(tmp_path: Path) -> None:
 
 # --- HttpCrm outcomes ------------------------------------------------------------------------
 
-OK = CrmRecord("ok", frozenset({"vip", "gold"}), {"tier": "gold", "name": "Ada", "vip": "true", "visits": "3"})
+OK = CrmRecord(
+    "ok", frozenset({"vip", "gold"}), {"tier": "gold", "name": "Ada", "vip": "true", "visits": "3"}
+)
 
 
 @pytest.mark.parametrize(
@@ -201,7 +273,9 @@ def test_http_outcomes(crm_server: CrmServer, mode: Mode, number: str, expected:
     started = time.perf_counter()
     [record] = lookups(crm_server, number, timeout_ms=TIMEOUT_MS)
     elapsed = time.perf_counter() - started
-    assert record == CrmRecord(expected.status, expected.tags, expected.fields, record.ms, False, expected.reason)
+    assert record == CrmRecord(
+        expected.status, expected.tags, expected.fields, record.ms, False, expected.reason
+    )
     assert 0 < record.ms <= elapsed * 1000
     assert elapsed < TIMEOUT_MS / 1000 + SLACK_S
     assert crm_server.seen[0].phone == number  # ${caller} was URL-encoded: a raw '+' reads as a space
@@ -237,15 +311,24 @@ def test_http_per_number_mode(crm_server: CrmServer) -> None:
         pytest.param({"tier": "gold"}, frozenset(), {"tier": "gold"}, id="no-tags-key"),
         pytest.param({"tags": "vip", "tier": 2}, frozenset(), {"tier": "2"}, id="tags-a-string"),
         pytest.param({"tags": ["vip", 3]}, frozenset(), {}, id="tags-not-all-strings"),
-        pytest.param({"tags": [], "tier": {"a": 1}, "name": None}, frozenset(), {}, id="nested-and-null-fields"),
-        pytest.param({"tags": ["x"], "tier": 1.5, "vip": False}, frozenset({"x"}), {"tier": "1.5", "vip": "false"}, id="scalars"),
+        pytest.param(
+            {"tags": [], "tier": {"a": 1}, "name": None}, frozenset(), {}, id="nested-and-null-fields"
+        ),
+        pytest.param(
+            {"tags": ["x"], "tier": 1.5, "vip": False},
+            frozenset({"x"}),
+            {"tier": "1.5", "vip": "false"},
+            id="scalars",
+        ),
     ],
 )
 def test_http_paths_that_miss_still_ok(
     crm_server: CrmServer, contact: dict[str, Any], tags: frozenset[str], fields: dict[str, str]
 ) -> None:
     crm_server.contacts[VIP] = contact
-    [record] = lookups(crm_server, VIP, fields={**FIELDS, "deep": "results.7.tier", "index": "contact.tier.0"})
+    [record] = lookups(
+        crm_server, VIP, fields={**FIELDS, "deep": "results.7.tier", "index": "contact.tier.0"}
+    )
     assert (record.status, record.tags, record.fields) == ("ok", tags, fields)
 
 
@@ -297,7 +380,9 @@ def test_cache_hit_within_ttl_and_expiry(crm_server: CrmServer) -> None:
         pytest.param("hang", "timeout", 2, id="timeout-not-cached"),
     ],
 )
-def test_cache_keeps_answers_not_failures(crm_server: CrmServer, mode: Mode, status: str, requests: int) -> None:
+def test_cache_keeps_answers_not_failures(
+    crm_server: CrmServer, mode: Mode, status: str, requests: int
+) -> None:
     crm_server.mode = mode
     records = lookups(crm_server, VIP, VIP, timeout_ms=TIMEOUT_MS)
     assert [r.status for r in records] == [status, status]
@@ -381,15 +466,21 @@ def test_aclose_ends_lookups_in_flight(crm_server: CrmServer) -> None:
 
 
 def test_env_headers_reach_the_crm(crm_server: CrmServer) -> None:
-    headers = {"Authorization": "Bearer ${env.CRM_TOKEN}", "X-Tenant": "${env.TENANT}-eu", "X-Plain": "a"}
+    headers = {
+        "Authorization": "Bearer ${env.CRM_TOKEN}",
+        "X-Tenant": "${env.TENANT}-eu",
+        "Accept": "application/vnd.crm+json",  # replaces the default, case-insensitively
+    }
     lookups(crm_server, VIP, headers=headers, env={"CRM_TOKEN": "s3cret", "TENANT": "acme"})
     seen = crm_server.seen[0]
     assert (seen.path, seen.phone) == ("/contacts", VIP)
-    assert {k: seen.headers[k] for k in ("authorization", "x-tenant", "x-plain")} == {
+    assert {k: seen.headers[k] for k in ("authorization", "x-tenant", "accept", "user-agent")} == {
         "authorization": "Bearer s3cret",
         "x-tenant": "acme-eu",
-        "x-plain": "a",
+        "accept": "application/vnd.crm+json",
+        "user-agent": "vapi-router",
     }
+    assert seen.names.count("accept") == 1
 
 
 @pytest.mark.parametrize(
@@ -400,7 +491,9 @@ def test_env_headers_reach_the_crm(crm_server: CrmServer) -> None:
             "environment variable CRM_TOKEN is not set (used in a CRM header)",
             id="missing-env",
         ),
-        pytest.param({"url": "crm.example.com/c?p=${caller}"}, "the CRM url must be an absolute", id="no-scheme"),
+        pytest.param(
+            {"url": "crm.example.com/c?p=${caller}"}, "the CRM url must be an absolute", id="no-scheme"
+        ),
         pytest.param({"tags": "contact..tags"}, '"contact..tags" is not a dotted path', id="bad-path"),
     ],
 )

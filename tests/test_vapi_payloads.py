@@ -8,6 +8,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import jsonschema
 import pytest
 
 from router.vapi_payloads import KINDS, PayloadProblem, check_payload
@@ -119,9 +120,36 @@ def test_vapi_example_replies_have_no_problems(path: Path) -> None:
 
 # --- bad payloads -------------------------------------------------------------------------------------
 
-MODES = (
-    "assistant-speaks-first, assistant-speaks-first-with-model-generated-message, assistant-waits-for-user"
+
+def listed(words: str) -> str:
+    """An enum as messages list it, from whitespace-separated values."""
+    return ", ".join(words.split())
+
+
+MODES = listed(
+    "assistant-speaks-first assistant-speaks-first-with-model-generated-message assistant-waits-for-user"
 )
+MODEL_PROVIDERS = listed("""
+    anthropic anthropic-bedrock anyscale cerebras custom-llm deepinfra deep-seek google groq inflection-ai
+    minimax openai openrouter perplexity-ai together-ai xai vapi
+""")
+TRANSCRIBER_PROVIDERS = listed("""
+    assembly-ai azure custom-transcriber deepgram 11labs gladia google speechmatics talkscriber openai
+    cartesia soniox xai vapi
+""")
+SERVER_MESSAGES = listed("""
+    assistant.started assistant.speechStarted conversation-update end-of-call-report function-call hang
+    language-changed language-change-detected model-output phone-call-control speech-update status-update
+    transcript transcript[transcriptType="final"] tool-calls transfer-destination-request
+    handoff-destination-request transfer-update user-interrupted voice-input chat.created chat.deleted
+    session.created session.updated session.deleted call.deleted call.delete.failed call.artifact.upload
+""")
+TRANSFER_MODES = listed("""
+    blind-transfer blind-transfer-add-summary-to-sip-header warm-transfer-say-message
+    warm-transfer-say-summary warm-transfer-twiml
+    warm-transfer-wait-for-operator-to-speak-first-and-then-say-message
+    warm-transfer-wait-for-operator-to-speak-first-and-then-say-summary warm-transfer-experimental
+""")
 
 
 @pytest.mark.parametrize(
@@ -163,7 +191,8 @@ MODES = (
             [
                 (
                     "/numWordsToInterruptAssistant",
-                    '"numWordsToInterruptAssistant" was removed from Vapi\'s API; use "stopSpeakingPlan.numWords" instead',
+                    '"numWordsToInterruptAssistant" was removed from Vapi\'s API; '
+                    'use "stopSpeakingPlan.numWords" instead',
                     "vapi-legacy-field",
                 )
             ],
@@ -223,7 +252,8 @@ MODES = (
             [
                 (
                     "/firstMessageMode",
-                    f'"firstMessageMode" must be one of {MODES}; got "speak-first" (did you mean "assistant-speaks-first"?)',
+                    f'"firstMessageMode" must be one of {MODES}; got "speak-first" '
+                    '(did you mean "assistant-speaks-first"?)',
                     "vapi-enum",
                 )
             ],
@@ -259,8 +289,7 @@ MODES = (
             [
                 (
                     "/model",
-                    '"model" needs "provider": one of anthropic, anthropic-bedrock, anyscale, cerebras, custom-llm, deepinfra, '
-                    "deep-seek, google, groq, inflection-ai, minimax, openai, openrouter, perplexity-ai, together-ai, xai, vapi",
+                    f'"model" needs "provider": one of {MODEL_PROVIDERS}',
                     "vapi-required",
                 )
             ],
@@ -278,8 +307,8 @@ MODES = (
             [
                 (
                     "/transcriber/provider",
-                    '"provider" must be one of assembly-ai, azure, custom-transcriber, deepgram, 11labs, gladia, google, '
-                    'speechmatics, talkscriber, openai, cartesia, soniox, xai, vapi; got "deepgrm" (did you mean "deepgram"?)',
+                    f'"provider" must be one of {TRANSCRIBER_PROVIDERS}; got "deepgrm" '
+                    '(did you mean "deepgram"?)',
                     "vapi-enum",
                 )
             ],
@@ -291,12 +320,7 @@ MODES = (
             [
                 (
                     "/serverMessages/1",
-                    '"serverMessages[1]" must be one of assistant.started, assistant.speechStarted, conversation-update, '
-                    "end-of-call-report, function-call, hang, language-changed, language-change-detected, model-output, "
-                    'phone-call-control, speech-update, status-update, transcript, transcript[transcriptType="final"], '
-                    "tool-calls, transfer-destination-request, handoff-destination-request, transfer-update, "
-                    "user-interrupted, voice-input, chat.created, chat.deleted, session.created, session.updated, "
-                    'session.deleted, call.deleted, call.delete.failed, call.artifact.upload; got "assistant-request" '
+                    f'"serverMessages[1]" must be one of {SERVER_MESSAGES}; got "assistant-request" '
                     '(did you mean "assistant.started"?)',
                     "vapi-enum",
                 )
@@ -376,7 +400,8 @@ MODES = (
             [
                 (
                     "/members/0/assistantDestinations/0/assistantNme",
-                    'unknown field "assistantNme" for an assistant handoff destination (did you mean "assistantName"?)',
+                    'unknown field "assistantNme" for an assistant handoff destination '
+                    '(did you mean "assistantName"?)',
                     "vapi-unknown-field",
                 )
             ],
@@ -462,10 +487,7 @@ MODES = (
             [
                 (
                     "/transferPlan",
-                    'a transfer plan needs "mode": one of blind-transfer, blind-transfer-add-summary-to-sip-header, '
-                    "warm-transfer-say-message, warm-transfer-say-summary, warm-transfer-twiml, "
-                    "warm-transfer-wait-for-operator-to-speak-first-and-then-say-message, "
-                    "warm-transfer-wait-for-operator-to-speak-first-and-then-say-summary, warm-transfer-experimental",
+                    f'a transfer plan needs "mode": one of {TRANSFER_MODES}',
                     "vapi-required",
                 ),
                 ("/transferPlan/timeout", '"timeout" must be at most 600, got 601', "vapi-range"),
@@ -499,6 +521,11 @@ def test_problems_are_values_with_stable_codes() -> None:
     assert found == [
         PayloadProblem("/a~1b~0c", 'unknown field "a/b~c" for an assistant', "vapi-unknown-field")
     ]
+
+
+def test_subset_schema_is_valid_and_small() -> None:
+    jsonschema.Draft202012Validator.check_schema(SUBSET)
+    assert (REPO / "router" / "vapi.schema.json").stat().st_size < 150_000
 
 
 def test_an_unknown_kind_is_a_programming_error() -> None:

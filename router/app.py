@@ -1,0 +1,266 @@
+"""create_app(...) -> Starlette: the webhook, health, readiness, metrics and admin endpoints. [I/O]
+
+Contract with Vapi: an authenticated assistant-request always gets 200 with a valid reply
+within the policy's deadline. Only a body that is not JSON or has no message.type gets 400,
+a body over 1 MiB gets 413, failed auth gets 401. Nothing here returns 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from router import phone
+from router.auth import AuthConfig, verify_admin, verify_webhook
+from router.capture import Capture
+from router.decisionlog import DecisionLog
+from router.metrics import Metrics
+from router.service import Outcome, decide
+from router.store import PolicyStore, ReloadResult
+
+log = logging.getLogger("router.app")
+MAX_BODY = 1024 * 1024
+JSON = "application/json"
+EMPTY = b"{}"
+_UNAUTHORIZED = b'{"error":"unauthorized"}'
+
+
+def json_response(body: bytes | Any, status: int = 200) -> Response:
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    return Response(data, status_code=status, media_type=JSON)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request) -> bytes:
+    """The raw body, refusing more than MAX_BODY bytes without reading them all."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass
+class Server:
+    """Everything the endpoints share."""
+
+    store: PolicyStore
+    auth: AuthConfig
+    metrics: Metrics = field(default_factory=Metrics)
+    decision_log: DecisionLog = field(default_factory=lambda: DecisionLog(None))
+    capture: Capture | None = None
+    shadow: PolicyStore | None = None
+    clock: Callable[[], float] = time.time
+
+    def on_reload(self, store: PolicyStore, result: ReloadResult) -> None:
+        self.metrics.reloads.labels("success" if result.ok else "failure").inc()
+        self.metrics.last_reload_ok.set(1 if result.ok else 0)
+        if result.ok:
+            self.metrics.last_success.set(store.last_success_at)
+            self.metrics.set_version(result.version)
+
+    # ------------------------------------------------------------ webhook
+
+    async def webhook(self, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
+            return json_response({"error": f"body larger than {MAX_BODY} bytes"}, 413)
+        if self.auth.webhook_configured and not verify_webhook(
+            self.auth, request.headers, body, now=self.clock(), method=request.method, url=str(request.url)
+        ):
+            self.metrics.auth_failures.inc()
+            return json_response(_UNAUTHORIZED, 401)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return json_response({"error": "body is not JSON"}, 400)
+        message = data.get("message") if isinstance(data, dict) else None
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            return json_response({"error": 'expected {"message": {"type": ...}}'}, 400)
+        kind = message["type"]
+        if kind not in ("assistant-request", "transfer-destination-request"):
+            return json_response(EMPTY)
+        live = self.store.live
+        if live is None:  # serve never starts without a policy; tests may
+            return json_response({"error": "no policy is loaded"}, 503)
+        transfer = kind == "transfer-destination-request"
+        outcome = await decide(live, message, started=started, transfer=transfer)
+        if self.capture is not None and not transfer:
+            self.capture.write(message)
+        if self.shadow is not None and self.shadow.live is not None:
+            await self._shadow(message, outcome, started, transfer)
+        elapsed = time.perf_counter() - started
+        self._record(kind, message, outcome, live.policy.version, elapsed)
+        return json_response(outcome.body)
+
+    async def _shadow(
+        self, message: dict[str, Any], live_outcome: Outcome, started: float, transfer: bool
+    ) -> None:
+        assert self.shadow is not None and self.shadow.live is not None
+        try:
+            other = await decide(self.shadow.live, message, started=started, transfer=transfer)
+        except Exception:  # the shadow must never affect the live answer
+            return
+        if other.route != live_outcome.route or other.body != live_outcome.body:
+            live_route, shadow_route = live_outcome.route or "default", other.route or "default"
+            self.metrics.shadow_diffs.labels(live_route, shadow_route).inc()
+            log.info("shadow differs: live %s, shadow %s", live_route, shadow_route)
+            self.decision_log.write(
+                {
+                    "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    "shadow_diff": True,
+                    "call_id": _call_id(message),
+                    "live_route": live_route,
+                    "shadow_route": shadow_route,
+                    "shadow_version": self.shadow.live.policy.version,
+                }
+            )
+
+    def _record(
+        self, kind: str, message: Mapping[str, Any], o: Outcome, version: str, elapsed: float
+    ) -> None:
+        outcome = "fallback" if o.fallback_reason else ("matched" if o.route else "default")
+        if kind == "transfer-destination-request" and o.reply_kind == "none":
+            outcome = "no_transfer"
+        m = self.metrics
+        m.decisions.labels(o.route or "default", outcome).inc()
+        m.decision_seconds.observe(o.eval_us / 1e6)
+        m.request_seconds.observe(elapsed)
+        if o.crm_record is not None:
+            m.crm_lookups.labels(o.crm_record.status).inc()
+            m.crm_seconds.observe(o.crm_record.ms / 1000)
+        facts = o.facts
+        self.decision_log.write(
+            {
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "call_id": _call_id(message),
+                "type": kind,
+                "route": o.route or ("default" if kind == "assistant-request" else None),
+                "target": o.target,
+                "reply": o.reply_kind,
+                "policy": version,
+                "crm_status": o.crm_status,
+                "crm_ms": round(o.crm_ms, 2),
+                "eval_us": round(o.eval_us, 1),
+                "total_ms": round(elapsed * 1000, 3),
+                "fallback_reason": o.fallback_reason,
+                "caller": phone.mask(facts.caller if facts else None),
+                "dialled": phone.mask(facts.dialled if facts else None),
+            }
+        )
+
+    # ------------------------------------------------------------ health and admin
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        live = self.store.live
+        data = {
+            "version": live.policy.version if live else None,
+            "loaded_at": datetime.fromtimestamp(live.loaded_at, UTC).isoformat() if live else None,
+            "last_reload_ok": self.store.last_reload_ok,
+            "errors": list(self.store.errors),
+        }
+        return json_response(data, 200 if live else 503)
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def _admin(self, request: Request) -> bool:
+        return verify_admin(self.auth, request.headers)
+
+    async def reload(self, request: Request) -> Response:
+        if not self._admin(request):
+            return json_response(_UNAUTHORIZED, 401)
+        result = await self.store.reload()
+        if result.ok:
+            return json_response({"version": result.version, "changed": result.changed})
+        return json_response({"version": result.version, "errors": list(result.problems)}, 422)
+
+    async def explain(self, request: Request) -> Response:
+        if not self._admin(request):
+            return json_response(_UNAUTHORIZED, 401)
+        from router.explainapi import explain_request  # admin-only path; keep the hot module small
+
+        return await explain_request(self, request)
+
+    async def resolve(self, request: Request) -> Response:
+        from router.explainapi import resolve_request
+
+        return await resolve_request(self, request)
+
+    # ------------------------------------------------------------ lifecycle
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.decision_log.start()
+        if self.store.live is None:
+            self.store.load_now()
+        if self.shadow is not None and self.shadow.live is None:
+            self.shadow.load_now()
+        tasks: list[asyncio.Task[None]] = []
+        for hook in self.startup_hooks:
+            tasks.append(asyncio.create_task(hook(self)))
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            live = self.store.live
+            if live is not None and live.crm is not None:
+                await live.crm.aclose()
+            if self.capture is not None:
+                self.capture.close()
+            self.decision_log.close()
+
+    startup_hooks: list[Callable[[Server], Any]] = field(default_factory=list)
+
+
+def _call_id(message: Mapping[str, Any]) -> str | None:
+    call = message.get("call")
+    value = call.get("id") if isinstance(call, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def create_app(server: Server, *, path: str = "/webhook/vapi") -> Starlette:
+    """The Starlette app for one Server."""
+    server.store.on_change = server.on_reload
+    if server.store.live is not None:
+        server.on_reload(server.store, ReloadResult(True, server.store.live.policy.version))
+    routes = [
+        Route(path, server.webhook, methods=["POST"]),
+        Route("/healthz", server.healthz, methods=["GET"]),
+        Route("/readyz", server.readyz, methods=["GET"]),
+        Route("/metrics", server.metrics_endpoint, methods=["GET"]),
+        Route("/-/reload", server.reload, methods=["POST"]),
+        Route("/v1/explain", server.explain, methods=["POST"]),
+        Route("/v1/resolve", server.resolve, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, lifespan=server.lifespan)

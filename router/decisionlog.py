@@ -1,0 +1,69 @@
+"""One JSON line per answered routing request, written by a background thread. [I/O]
+
+The event loop only enqueues a finished line; the file write (and any slow disk or pipe)
+happens on the writer thread, so logging never blocks a call.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from typing import IO, Any
+
+import orjson
+
+_STOP = object()
+
+
+class DecisionLog:
+    """Writes decision records to stdout ("-"), a file (appended), or nowhere (None)."""
+
+    def __init__(self, target: str | None = "-") -> None:
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._target = target
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._target is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
+        self._thread.start()
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._target is not None:
+            self._queue.put(orjson.dumps(record) + b"\n")
+
+    def _run(self) -> None:
+        stream: IO[bytes]
+        own = self._target != "-"
+        stream = open(self._target, "ab") if own else sys.stdout.buffer  # noqa: SIM115 - closed below
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _STOP:
+                    break
+                assert isinstance(item, bytes)
+                chunk = [item]
+                while True:  # drain what is queued so a burst costs one flush
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is _STOP:
+                        self._queue.put(_STOP)
+                        break
+                    assert isinstance(more, bytes)
+                    chunk.append(more)
+                stream.write(b"".join(chunk))
+                stream.flush()
+        finally:
+            if own:
+                stream.close()
+
+    def close(self) -> None:
+        """Flush what is queued and stop the writer."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=5)
+            self._thread = None

@@ -1,0 +1,130 @@
+"""`vapi-router serve`: check the policy and auth, then run uvicorn (uvloop + httptools). [edge]
+
+Options travel to the app factory through one environment variable so that `--workers N`
+(which starts fresh interpreter processes) builds the same app in every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+
+from router.app import Server, create_app
+from router.auth import AuthConfig, AuthConfigError
+from router.capture import Capture
+from router.decisionlog import DecisionLog
+from router.loader import lint_path
+from router.report import problems_text
+from router.store import PolicyStore
+from router.watcher import install_sighup, watch
+
+ENV = "VAPI_ROUTER_SERVE"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    policy: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    path: str = "/webhook/vapi"
+    watch: bool = True
+    decision_log: str | None = "-"
+    capture: str | None = None
+    shadow: str | None = None
+    insecure: bool = False
+
+
+def build_server(options: ServeOptions, env: dict[str, str] | None = None) -> Server:
+    env = dict(os.environ) if env is None else env
+    auth = AuthConfig.from_env(env)
+    store = PolicyStore(Path(options.policy), env=env)
+    shadow = PolicyStore(Path(options.shadow), env=env) if options.shadow else None
+    server = Server(
+        store=store,
+        auth=auth,
+        decision_log=DecisionLog(options.decision_log),
+        capture=Capture(options.capture) if options.capture else None,
+        shadow=shadow,
+    )
+    if options.watch:
+        server.startup_hooks.append(lambda s: watch(s.store))
+        if shadow is not None:
+            server.startup_hooks.append(lambda s: watch(shadow))
+    server.startup_hooks.append(_sighup)
+    return server
+
+
+async def _sighup(server: Server) -> None:
+    remove = install_sighup(server.store)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        remove()
+
+
+def app_factory() -> Starlette:
+    """uvicorn's factory: rebuilds the app from $VAPI_ROUTER_SERVE in each worker."""
+    options = ServeOptions(**json.loads(os.environ[ENV]))
+    server = build_server(options)
+    server.store.load_now()
+    if server.shadow is not None:
+        server.shadow.load_now()
+    return create_app(server, path=options.path)
+
+
+def run(options: ServeOptions) -> int:
+    """Validate, then serve until stopped. Exit 3: invalid policy; 2: auth not configured."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        auth = AuthConfig.from_env(os.environ)
+    except AuthConfigError as exc:
+        print(f"vapi-router serve: {exc}", file=sys.stderr)
+        return 2
+    if not auth.webhook_configured and not options.insecure:
+        print(
+            "vapi-router serve: no webhook auth configured. Set VAPI_SERVER_SECRET (x-vapi-secret or Bearer) "
+            "and/or VAPI_HMAC_SECRET, or pass --insecure for local testing.",
+            file=sys.stderr,
+        )
+        return 2
+    for path in filter(None, (options.policy, options.shadow)):
+        loaded = lint_path(Path(path))
+        if loaded.policy is None:
+            print(problems_text(loaded.problems), file=sys.stderr)
+            print(f"vapi-router serve: the policy at {path} is invalid; not starting", file=sys.stderr)
+            return 3
+    os.environ[ENV] = json.dumps(options.__dict__)
+    if options.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vapi-router-metrics-")
+    print(
+        f"vapi-router: serving {options.policy} on http://{options.host}:{options.port}{options.path} "
+        f"({auth.describe()}; {options.workers} worker{'s' * (options.workers > 1)})",
+        file=sys.stderr,
+    )
+    import uvicorn
+
+    kwargs: dict[str, Any] = dict(
+        host=options.host,
+        port=options.port,
+        workers=options.workers,
+        factory=True,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.run("router.serve:app_factory", **kwargs)
+    return 0

@@ -1,0 +1,146 @@
+"""Answer one routing request on a live policy: facts, lazy CRM lookup, deadline, fallback. [I/O]
+
+Whatever goes wrong (a slow, failing or lying CRM, a template without a value, a bug),
+an assistant-request ends in a reply built from the policy's `fallback`, with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from router.crm import CrmRecord
+from router.evaluator import evaluate, evaluate_transfer
+from router.facts import facts_from_message
+from router.model import Decision, Facts, Policy
+from router.replies import render
+from router.store import Live
+
+log = logging.getLogger("router.service")
+
+# What a caller hears if even the fallback cannot be rendered (it has no templates to fail,
+# so this is for bugs only): a polite refusal is better than a spoken HTTP error.
+LAST_RESORT = {"error": "Sorry, we can't take your call right now. Please try again shortly."}
+# Time kept back from the deadline to render, log and write the reply.
+MARGIN_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A finished routing answer and what the decision log and metrics need."""
+
+    body: bytes
+    reply_kind: str
+    route: str | None  # None: default (or no transfer)
+    target: str | None
+    facts: Facts | None
+    crm_status: str | None
+    crm_ms: float
+    eval_us: float
+    fallback_reason: str | None
+    crm_record: CrmRecord | None = None
+
+
+def base_facts(policy: Policy, message: Mapping[str, Any]) -> Facts:
+    facts = facts_from_message(message, region=policy.settings.region, now=datetime.now(UTC))
+    if policy.crm is None:
+        return replace(facts, crm_status="disabled")
+    if facts.caller is None:
+        # No number, nothing to look up: an anonymous caller is simply not in the CRM.
+        return replace(facts, crm_status="not_found")
+    return facts
+
+
+async def _lookup(live: Live, facts: Facts, deadline: float) -> tuple[Facts, CrmRecord]:
+    assert live.crm is not None and facts.caller is not None
+    remaining = deadline - time.perf_counter() - MARGIN_S
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(max(remaining, 0.0)):
+            record = await live.crm.lookup(facts.caller)
+    except TimeoutError:
+        ms = (time.perf_counter() - started) * 1000
+        record = CrmRecord("timeout", ms=ms, reason=f"deadline reached after {ms:.0f} ms")
+    return replace(facts, crm_status=record.status, tags=record.tags, crm=dict(record.fields)), record
+
+
+async def decide(
+    live: Live, message: Mapping[str, Any], *, started: float, transfer: bool = False
+) -> Outcome:
+    """Route one message within the policy's deadline; never raises."""
+    policy = live.policy
+    deadline = started + policy.settings.deadline_ms / 1000
+    facts: Facts | None = None
+    record: CrmRecord | None = None
+    eval_ns = 0
+    try:
+        facts = base_facts(policy, message)
+        t = time.perf_counter_ns()
+        decision: Decision = evaluate_transfer(policy, facts) if transfer else evaluate(policy, facts)
+        eval_ns += time.perf_counter_ns() - t
+        needs = decision.needs_crm or (
+            decision.target is not None and facts.crm_status is None and live.reads_crm(decision.target)
+        )
+        if needs:
+            facts, record = await _lookup(live, facts, deadline)
+            t = time.perf_counter_ns()
+            decision = evaluate_transfer(policy, facts) if transfer else evaluate(policy, facts)
+            eval_ns += time.perf_counter_ns() - t
+        route = decision.route.id if decision.route else None
+        target = decision.target
+        if target is None:  # a transfer-destination-request no route takes
+            return _outcome(b"{}", "none", None, None, facts, record, eval_ns, None)
+        reply, leaf = render(target, facts, route or "default")
+        body = leaf.prepared if leaf.prepared is not None else orjson.dumps(reply)
+        name = leaf.name or target.name
+        return _outcome(body, leaf.kind, route, name, facts, record, eval_ns, None)
+    except Exception as exc:  # the reason is logged; the caller still gets an answer
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        log.warning("routing fell back: %s", reason)
+        return fallback(live, facts, record, eval_ns, reason)
+
+
+def fallback(live: Live, facts: Facts | None, record: CrmRecord | None, eval_ns: int, reason: str) -> Outcome:
+    """The fallback target's reply (lenient templates), or LAST_RESORT if even that fails."""
+    policy = live.policy
+    try:
+        f = facts or Facts(caller=None, dialled=None, at=datetime.now(UTC))
+        reply, leaf = render(policy.fallback, f, "fallback", lenient=True)
+        body = leaf.prepared if leaf.prepared is not None else orjson.dumps(reply)
+        return _outcome(
+            body, leaf.kind, None, leaf.name or policy.fallback.name, facts, record, eval_ns, reason
+        )
+    except Exception as exc:
+        log.error("fallback target failed too: %s", exc)
+        return _outcome(orjson.dumps(LAST_RESORT), "error", None, None, facts, record, eval_ns, reason)
+
+
+def _outcome(
+    body: bytes,
+    kind: str,
+    route: str | None,
+    target: str | None,
+    facts: Facts | None,
+    record: CrmRecord | None,
+    eval_ns: int,
+    reason: str | None,
+) -> Outcome:
+    return Outcome(
+        body=body,
+        reply_kind=kind,
+        route=route,
+        target=target,
+        facts=facts,
+        crm_status=(facts.crm_status if facts else None),
+        crm_ms=record.ms if record else 0.0,
+        eval_us=eval_ns / 1000,
+        fallback_reason=reason,
+        crm_record=record,
+    )
