@@ -36,8 +36,8 @@ class DecisionLog:
 
     def _run(self) -> None:
         stream: IO[bytes]
-        own = self._target != "-"
-        stream = open(self._target, "ab") if own else sys.stdout.buffer  # noqa: SIM115 - closed below
+        own = self._target not in ("-", None)
+        stream = open(str(self._target), "ab") if own else sys.stdout.buffer  # noqa: SIM115 - closed below
         try:
             while True:
                 item = self._queue.get()

@@ -1,4 +1,4 @@
-"""`make run`: serve the bundled policies/ on 127.0.0.1:8000 with a demo secret, and say how to call it. [edge]"""
+"""`make run`: serve the bundled policies/ on 127.0.0.1:8000 with a demo secret; print a curl. [edge]"""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def main() -> int:
         "\nRoute a sample call (a VIP caller on the main line; see policies/main.yaml):\n\n"
         f"  curl -s -H 'x-vapi-secret: {shown}' -H 'content-type: application/json' \\\n"
         "       --data @policies/captured/demo-call.json http://127.0.0.1:8000/webhook/vapi\n\n"
-        "Why that answer:  .venv/bin/vapi-router explain policies --request policies/captured/demo-call.json\n"
+        "Why that answer:  .venv/bin/vapi-router explain policies "
+        "--request policies/captured/demo-call.json\n"
         "Ready / metrics:  curl -s 127.0.0.1:8000/readyz ; curl -s 127.0.0.1:8000/metrics\n",
         file=sys.stderr,
     )

@@ -9,6 +9,7 @@ unquoted date stays the text the author wrote.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,16 +130,21 @@ class _Limit(Exception):
         self.node, self.message = node, message
 
 
-def _merged_pairs(node: yaml.MappingNode) -> Iterator[tuple[yaml.Node, yaml.Node]]:
+def _merged_pairs(
+    node: yaml.MappingNode, within: frozenset[int] = frozenset()
+) -> Iterator[tuple[yaml.Node, yaml.Node]]:
     """Pairs of a mapping with YAML merge keys (<<) applied, explicit keys winning."""
     merged: list[tuple[yaml.Node, yaml.Node]] = []
     own: list[tuple[yaml.Node, yaml.Node]] = []
+    within = within | {id(node)}
     for k, v in node.value:
         if k.tag == "tag:yaml.org,2002:merge":
             sources = v.value if isinstance(v, yaml.SequenceNode) else [v]
             for src in sources:
+                if id(src) in within:
+                    raise _Limit(k, "a merge key (<<) merges the mapping that contains it (recursive alias)")
                 if isinstance(src, yaml.MappingNode):
-                    merged.extend(_merged_pairs(src))
+                    merged.extend(_merged_pairs(src, within))
         else:
             own.append((k, v))
     own_keys = {k.value for k, _ in own if isinstance(k, yaml.ScalarNode)}
@@ -164,10 +170,8 @@ def parse_document(text: str, *, file: str) -> Document:
     try:
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        what = exc.problem or exc.context or "invalid YAML"
-        raise PolicyError(file, line, col, f"YAML syntax: {what}", "yaml-syntax") from None
+        line, col, message = _syntax_problem(exc, text)
+        raise PolicyError(file, line, col, f"YAML syntax: {message}", "yaml-syntax") from None
     except yaml.YAMLError as exc:
         raise PolicyError(file, 1, 1, f"YAML: {exc}", "yaml-syntax") from None
     except RecursionError:
@@ -176,6 +180,7 @@ def parse_document(text: str, *, file: str) -> Document:
         return Document(file, None, {"": (1, 1)})
     builder = _Builder(file)
     try:
+        _check_expansion(root)
         data = builder.build(root, "", 0)
     except _Limit as limit:
         mark = limit.node.start_mark
@@ -183,3 +188,83 @@ def parse_document(text: str, *, file: str) -> Document:
     except RecursionError:
         raise PolicyError(file, 1, 1, "YAML nesting is too deep", "too-deep") from None
     return Document(file, data, builder.positions, builder.key_positions, tuple(builder.problems))
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Raise _Limit before building when aliases would expand the document past MAX_NODES
+    (counted over distinct nodes, so a billion-laughs file is refused in milliseconds), or
+    when an alias refers to a collection that contains it."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.MappingNode):
+            return [v for _, v in _merged_pairs(node)]
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        return []
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise _Limit(node, "an alias refers to the list or mapping that contains it (recursive alias)")
+        active.add(key)
+        total = 1 + sum(size(child) for child in children(node))
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    if size(root) <= MAX_NODES:
+        return
+    node = root  # descend to the smallest value that is too big on its own
+    while big := next((c for c in children(node) if sizes[id(c)] > MAX_NODES), None):
+        node = big
+    raise _Limit(
+        node,
+        f"this value expands to {sizes[id(node)]:,} values through aliases, more than the "
+        f"{MAX_NODES:,} allowed (alias bomb?)",
+    )
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, int, str]:
+    """(line, col, message) for a YAML syntax error, with the hint a policy author needs.
+
+    libyaml and PyYAML word some problems differently and libyaml leaves out the character
+    at fault, so the common cases are read back from the text at the problem mark."""
+    mark = exc.problem_mark or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    problem = exc.problem or exc.context or "invalid YAML"
+    lines = text.splitlines()
+    at = lines[line - 1][col - 1 :] if 0 < line <= len(lines) else ""
+    context = exc.context_mark if exc.context and exc.problem else None
+    if "cannot start any token" in problem and at[:1] == "\t":
+        return line, col, "a tab character; YAML indents with spaces, not tabs"
+    if "cannot start any token" in problem and at:
+        return line, col, f'a value cannot start with "{at[0]}"; put the value in quotes'
+    if problem.startswith("found undefined alias") and at.startswith("*"):
+        name = re.match(r"\*[^\s,\[\]{}]*", at)
+        alias = name.group(0) if name else "*"
+        return (
+            line,
+            col,
+            (
+                f"{alias} reads as a YAML alias, and there is no anchor &{alias[1:]}; "
+                "a value that starts with * must be in quotes"
+            ),
+        )
+    if problem.startswith("mapping values are not allowed"):
+        return (
+            line,
+            col,
+            ('a ": " inside a value: put the value in quotes, or start a nested mapping on its own line'),
+        )
+    if context is not None and "quoted scalar" in str(exc.context):  # the fix is at the opening quote
+        return context.line + 1, context.column + 1, "this quoted value has no closing quote"
+    if context is not None and "end of stream" in problem:  # an unclosed bracket
+        return context.line + 1, context.column + 1, f"{problem} ({exc.context} that starts here)"
+    if context is not None and context.line + 1 != line:
+        where = f"line {context.line + 1}, column {context.column + 1}"
+        return line, col, f"{problem} ({exc.context} that starts at {where})"
+    return line, col, problem

@@ -16,7 +16,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 # Decisions take microseconds, requests a millisecond or so; CRM lookups up to the deadline.
 # *_created series double the output for no use in dashboards.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _FAST = (0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01)
 _SLOW = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5)
@@ -90,6 +90,6 @@ class Metrics:
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if directory:
             registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=directory)
+            MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
