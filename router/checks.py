@@ -184,8 +184,7 @@ def settings_valid(ctx: Context) -> Iterator[PolicyError]:
         w, region = ctx.settings["region"]
         if isinstance(region, str) and not phone.is_country(region):
             yield w.error(
-                f'unknown region "{region}"; use an ISO 3166 code such as US or GB'
-                f"{did_you_mean(region.upper(), phone.countries())}",
+                f'unknown region "{region}"; use an ISO 3166 code such as US or GB{_country_hint(region)}',
                 "bad-country",
             )
 
@@ -244,9 +243,11 @@ def references_resolve(ctx: Context) -> Iterator[PolicyError]:
         if isinstance(raw, str) and raw not in ctx.targets:
             yield w.error(f'unknown target "{raw}"{did_you_mean(raw, ctx.targets)}', "unknown-target")
     for name in ctx.targets:
-        if _cycle(ctx, name, set()):
+        loop = _cycle(ctx, name, name, set())
+        if loop is not None:
             w, _ = ctx.targets[name]
-            yield w.error(f'target "{name}" refers to itself', "target-cycle", key=True)
+            path = " -> ".join([name, *loop])
+            yield w.error(f'target "{name}" refers back to itself ({path})', "target-cycle", key=True)
     for w, cond in ctx.conditions():
         for key in ("during", "outside"):
             schedule = cond.get(key)
@@ -266,14 +267,29 @@ def references_resolve(ctx: Context) -> Iterator[PolicyError]:
                         )
 
 
-def _cycle(ctx: Context, name: str, seen: set[str]) -> bool:
-    if name in seen:
-        return True
+def _cycle(ctx: Context, start: str, name: str, seen: set[str]) -> list[str] | None:
+    """The names from `name` back to `start` when target `start` is on a loop, else None.
+
+    A target that only leads into someone else's loop is not reported for it."""
     entry = ctx.targets.get(name)
     if entry is None:
-        return False
-    refs = [raw for _, raw, _ in _walk_target(entry[0], entry[1], "named") if isinstance(raw, str)]
-    return any(_cycle(ctx, r, seen | {name}) for r in refs)
+        return None
+    seen.add(name)
+    for _, raw, _ in _walk_target(entry[0], entry[1], "named"):
+        if not isinstance(raw, str):
+            continue
+        if raw == start:
+            return [raw]
+        if raw not in seen and (rest := _cycle(ctx, start, raw, seen)) is not None:
+            return [raw, *rest]
+    return None
+
+
+def _country_hint(code: str) -> str:
+    """did_you_mean over ISO 3166 codes, knowing the usual slip: the UK is "GB"."""
+    if code.upper() == "UK":
+        return ' (did you mean "GB"?)'
+    return did_you_mean(code.upper(), phone.countries())
 
 
 def _check_number(w: Where, text: Any, region: str | None) -> Iterator[PolicyError]:
@@ -335,7 +351,7 @@ def _number_mapping(w: Where, spec: dict[str, Any]) -> Iterator[PolicyError]:
         for i, c in enumerate(as_list(spec["country"])):
             if isinstance(c, str) and not phone.is_country(c.upper()):
                 yield (w.at("country", i) if many else w.at("country")).error(
-                    f'unknown country "{c}"{did_you_mean(c.upper(), phone.countries())}', "bad-country"
+                    f'unknown country "{c}"{_country_hint(c)}', "bad-country"
                 )
     if "type" in spec:
         many = isinstance(spec["type"], list)
@@ -415,11 +431,15 @@ def templates_resolve(ctx: Context) -> Iterator[PolicyError]:
                 head, _, field_name = ref.partition(".")
                 if head == "crm" and field_name:
                     if crm is None:
-                        yield at.error(f"${{{ref}}} needs a `crm` section", "bad-template")
-                    elif known_fields is not None and field_name not in known_fields:
                         yield at.error(
-                            f'${{{ref}}}: the CRM has no field "{field_name}"'
-                            f"{did_you_mean(field_name, known_fields)}",
+                            f"${{{ref}}} reads the CRM, but the policy has no `crm` section", "bad-template"
+                        )
+                    elif known_fields is not None and field_name not in known_fields:
+                        source = "crm.http.fields" if "http" in crm else f'the CRM file "{crm.get("file")}"'
+                        has = ", ".join(sorted(known_fields)) or "none"
+                        yield at.error(
+                            f'${{{ref}}}: {source} has no field "{field_name}"'
+                            f"{did_you_mean(field_name, known_fields)}; its fields: {has}",
                             "bad-template",
                         )
                 elif ref not in REFS:

@@ -212,6 +212,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from router.replay import replay, report_json, report_text
+
+    loaded = _load_or_print(Path(args.path))
+    if loaded.policy is None:
+        return 1
+    against = None
+    if args.against:
+        other = _load_or_print(Path(args.against))
+        if other.policy is None:
+            return 1
+        against = other.policy
+    requests = Path(args.requests)
+    if not requests.is_file():
+        print(f"vapi-router replay: no such file {requests}", file=sys.stderr)
+        return 2
+    result = replay(loaded.policy, requests, against)
+    render = report_json if args.json else report_text
+    print(render(result, compared=against is not None))
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(policy_schema(), indent=2))
     return 0
@@ -270,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shadow", metavar="OTHER_PATH", help="evaluate a candidate policy beside the live one")
     p.add_argument("--insecure", action="store_true", help="allow running without webhook auth")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("replay", help="decisions for captured requests; --against shows what would change")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--requests", required=True, metavar="FILE.jsonl")
+    p.add_argument("--against", metavar="OTHER_PATH")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("schema", help="print the policy JSON Schema")
     p.set_defaults(func=cmd_schema)

@@ -27,6 +27,8 @@ _JSON_TYPES = {
     "boolean": "true or false",
     "null": "empty",
 }
+_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_NAME_RULE = 'use letters, digits, "-", "_" and "." (start with a letter or digit)'
 
 
 @cache
@@ -50,7 +52,7 @@ def type_name(value: Any) -> str:
     if isinstance(value, int):
         return "a number"
     if isinstance(value, float):
-        return "a number"
+        return f"the decimal number {value}"
     if isinstance(value, str):
         return "a string"
     if isinstance(value, list):
@@ -111,8 +113,7 @@ def _render(doc: Document, e: ValidationError) -> Iterator[PolicyError]:
         name = str(instance)
         yield doc.error(
             f"{pointer}/{escape(name)}",
-            f'"{name}" is not a valid name: use letters, digits, "-", "_" and "."'
-            " (start with a letter or digit)",
+            f'"{name}" is not a valid name: {_NAME_RULE}',
             "bad-name",
             key=True,
         )
@@ -132,7 +133,8 @@ def _render(doc: Document, e: ValidationError) -> Iterator[PolicyError]:
         yield doc.error(pointer, f"{subject} must be {choice}, got {type_name(instance)}{extra}", "bad-type")
         return
     if kind == "const":
-        yield doc.error(pointer, f"{subject} must be {json.dumps(value)}", "bad-value")
+        got = json.dumps(instance) if isinstance(instance, str | int | float | bool) else type_name(instance)
+        yield doc.error(pointer, f"{subject} must be {json.dumps(value)}, got {got}", "bad-value")
         return
     if kind == "enum":
         options = [str(v) for v in value]
@@ -154,7 +156,12 @@ def _render(doc: Document, e: ValidationError) -> Iterator[PolicyError]:
         yield doc.error(pointer, f"{subject} must not be empty", "bad-value")
         return
     if kind == "pattern":
-        what = schema.get("description") or f"match {value}"
-        yield doc.error(pointer, f"{subject} {json.dumps(instance)} is not valid ({what})", "bad-value")
+        if value == _NAME_PATTERN:
+            message = f"{subject} {json.dumps(instance)} is not a valid name: {_NAME_RULE}"
+        else:
+            message = (
+                f"{subject} {json.dumps(instance)} is not valid; write {schema.get('description', value)}"
+            )
+        yield doc.error(pointer, message, "bad-value")
         return
     yield doc.error(pointer, f"{subject}: {e.message}", "schema")
