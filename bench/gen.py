@@ -37,7 +37,7 @@ COUNTRY_PREFIX = {
     "AR": "+549112",
     "CO": "+57321",
 }
-TAGS = tuple(f"tag{i:02d}" for i in range(40)) + ("vip", "spam", "gold")
+TAGS = (*tuple(f"tag{i:02d}" for i in range(40)), "vip", "spam", "gold")
 SCHEDULES = ("office", "support", "weekend-desk", "night-line", "sales")
 TIMEZONES = ("America/New_York", "America/Chicago", "Europe/London", "America/Los_Angeles", "UTC")
 START = datetime(2026, 3, 2, tzinfo=UTC)  # calls spread over the 60 days from here
@@ -84,6 +84,16 @@ def caller_prefix(k: int) -> str:
     return f"+1{area}{rest - 1:03d}" if rest <= 1000 else f"+1{area}{rest - 1001:02d}"
 
 
+def tag_set(k: int) -> tuple[str, ...]:
+    """Distinct tag conditions: each tag alone, then pairs that must all be present."""
+    if k < len(TAGS):
+        return (TAGS[k],)
+    k -= len(TAGS)
+    first, second = divmod(k, len(TAGS) - 1)
+    first %= len(TAGS)
+    return (TAGS[first], TAGS[(first + 1 + second) % len(TAGS)])
+
+
 def _q(text: str) -> str:
     return f'"{text}"'
 
@@ -104,8 +114,13 @@ def generate_policy(routes: int, *, seed: int = 0) -> GeneratedPolicy:
     n_always = 2  # a variables route and a crm_status route: evaluated for every call
     fixed = 2 + n_sched + n_always  # blocklist + anonymous first, schedules and always at the end
     rest = routes - fixed - n_country - n_pnid - n_tag
-    n_prefix = rest * 35 // 100
+    n_prefix = max(1, rest * 35 // 100)
     n_dialled = rest - n_prefix
+    n_targets = min(8, rest)
+    counter = iter(range(routes))
+
+    def target() -> str:
+        return f"t{next(counter) % n_targets}"
 
     dialled = [dialled_number(k) for k in range(n_dialled)]
     prefixes = [caller_prefix(k) for k in range(n_prefix)]
@@ -120,23 +135,21 @@ def generate_policy(routes: int, *, seed: int = 0) -> GeneratedPolicy:
             extra = f", outside: {schedules[k % n_sched]}"
         elif k % 20 == 7:
             extra = ", tags: {any: [vip]}"
-        middle.append(f'{{id: d{k}, when: {{dialled: "{number}"{extra}}}, then: t{k % 8}}}')
+        middle.append(f'{{id: d{k}, when: {{dialled: "{number}"{extra}}}, then: {target()}}}')
     for k, p in enumerate(prefixes):
         when = f'caller: "{p}*"'
         if k % 7 == 5:
             when += f", dialled: {_list([p[:2] + AREAS[k % len(AREAS)] + '*'])}"
-        middle.append(f"{{id: p{k}, when: {{{when}}}, then: t{k % 8}}}")
+        middle.append(f"{{id: p{k}, when: {{{when}}}, then: {target()}}}")
     for k in range(n_country):
         chosen = [countries[k]]
-        middle.append(f"{{id: c{k}, when: {{caller: {{country: {_list(chosen)}}}}}, then: t{k % 8}}}")
+        middle.append(f"{{id: c{k}, when: {{caller: {{country: {_list(chosen)}}}}}, then: {target()}}}")
     for k, pnid in enumerate(pnids):
-        middle.append(f"{{id: n{k}, when: {{phone_number_id: {pnid}}}, then: t{k % 8}}}")
-    for k in range(n_tag):
-        if k % 4 == 3:
-            tags = f"{{all: {_list([TAGS[k % 40], TAGS[(k + 1) % 40]])}}}"
-        else:
-            tags = _list([TAGS[k % 40]])
-        middle.append(f"{{id: g{k}, when: {{tags: {tags}}}, then: t{k % 8}}}")
+        middle.append(f"{{id: n{k}, when: {{phone_number_id: {pnid}}}, then: {target()}}}")
+    tag_sets = [tag_set(k) for k in range(n_tag)]
+    for k, chosen_tags in enumerate(tag_sets):
+        tags = f"{{all: {_list(chosen_tags)}}}" if len(chosen_tags) > 1 else _list(chosen_tags)
+        middle.append(f"{{id: g{k}, when: {{tags: {tags}}}, then: {target()}}}")
     rng.shuffle(middle)
 
     lines = [
@@ -160,7 +173,7 @@ def generate_policy(routes: int, *, seed: int = 0) -> GeneratedPolicy:
         '  blocked: ["+15550000001", "+15550000002", "+1900*", "+1976*"]',
         "targets:",
     ]
-    for k in range(8):
+    for k in range(n_targets):
         lines.append(
             f"  t{k}: {{assistantId: 00000000-0000-4000-8000-{k:012d}, "
             'assistantOverrides: {variableValues: {caller: "${caller}", route: "${route}"}}}'
@@ -174,12 +187,12 @@ def generate_policy(routes: int, *, seed: int = 0) -> GeneratedPolicy:
     ]
     lines += [f"  - {r}" for r in middle]
     lines += [
-        "  - {id: sip-line, when: {variables: {line: sip}}, then: t1}",
+        f"  - {{id: sip-line, when: {{variables: {{line: sip}}}}, then: {target()}}}",
         "  - {id: crm-down, when: {crm_status: [timeout, error]}, then: front-desk}",
     ]
     for k, name in enumerate(schedules):
         lines.append(
-            f"  - {{id: s{k}, when: {{outside: {name}, variables: {{desk: {name}}}}}, then: t{k % 8}}}"
+            f"  - {{id: s{k}, when: {{outside: {name}, variables: {{desk: {name}}}}}, then: {target()}}}"
         )
     lines.append("default: front-desk")
     text = "\n".join(lines) + "\n"
@@ -190,7 +203,7 @@ def generate_policy(routes: int, *, seed: int = 0) -> GeneratedPolicy:
         caller_prefixes=tuple(prefixes),
         countries=tuple(countries),
         phone_number_ids=tuple(pnids),
-        tags=tuple(sorted({t for k in range(n_tag) for t in (TAGS[k % 40], TAGS[(k + 1) % 40])} | {"vip"})),
+        tags=tuple(sorted({t for ts in tag_sets for t in ts} | {"vip"})),
     )
 
 
@@ -231,10 +244,8 @@ def generate_calls(
         caller: str | None = _caller(gen, rng, hit and 0.45 <= kind < 0.85)
         if rng.random() < anonymous_ratio:
             caller = None
-        if hit and kind < 0.45:
-            dialled = rng.choice(gen.dialled)
-        else:
-            dialled = "+1888555" + _digits(rng, 4)  # a line no route names
+        # a routed line, or one no route names
+        dialled = rng.choice(gen.dialled) if hit and kind < 0.45 else "+1888555" + _digits(rng, 4)
         pnid = rng.choice(gen.phone_number_ids) if hit and kind >= 0.85 else "pn-unrouted"
         tags: tuple[str, ...] = ()
         if rng.random() < 0.3:

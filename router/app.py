@@ -143,7 +143,7 @@ class Server:
         self, kind: str, message: Mapping[str, Any], o: Outcome, version: str, elapsed: float
     ) -> None:
         outcome = "fallback" if o.fallback_reason else ("matched" if o.route else "default")
-        if kind == "transfer-destination-request" and o.reply_kind == "none":
+        if kind == "transfer-destination-request" and o.reply_kind == "none" and not o.fallback_reason:
             outcome = "no_transfer"
         m = self.metrics
         m.decisions.labels(o.route or "default", outcome).inc()

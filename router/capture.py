@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from router.decisionlog import DecisionLog
+
+log = logging.getLogger("router.capture")
 
 # Keys that may hold provider credentials or secrets anywhere in a message.
 _SECRET = re.compile(r"secret|token|password|credential|api_?key|auth|sid|signature", re.IGNORECASE)
@@ -43,12 +46,17 @@ class Capture:
         self._log.start()
 
     def write(self, message: Mapping[str, Any]) -> None:
-        self._log.write(
-            {
-                "captured_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                "message": captured(message),
-            }
-        )
+        """Queue one message; one that cannot be recorded (nested too deep to encode) is skipped:
+        the capture must never cost the call its answer."""
+        try:
+            self._log.write(
+                {
+                    "captured_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    "message": captured(message),
+                }
+            )
+        except (TypeError, ValueError, RecursionError) as exc:
+            log.warning("capture skipped a message that cannot be recorded: %s", type(exc).__name__)
 
     def close(self) -> None:
         self._log.close()

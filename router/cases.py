@@ -15,7 +15,7 @@ from typing import Any
 
 from router.crm import FileCrm
 from router.document import Document, parse_document
-from router.errors import PolicyError
+from router.errors import PolicyError, did_you_mean
 from router.evaluator import evaluate, evaluate_transfer
 from router.facts import facts_from_call, facts_from_message
 from router.model import Decision, Facts, Policy
@@ -124,7 +124,8 @@ def run_case(
     if "target" in expect and expect["target"] != target:
         failures.append(f"target: expected {expect['target']}, got {target or '(inline)'}")
     if "reply" in expect and expect["reply"] != reply:
-        failures.append(f"reply: expected {json.dumps(expect['reply'])}, got {json.dumps(reply)}")
+        want, got = (json.dumps(r, ensure_ascii=False) for r in (expect["reply"], reply))
+        failures.append(f"reply: expected {want}, got {got}")
     return failures, route
 
 
@@ -138,9 +139,10 @@ def _case_problems(doc: Document) -> list[PolicyError]:
         if not isinstance(case, dict):
             out.append(doc.error(pointer, "a case must be a mapping", "bad-cases"))
             continue
-        unknown = set(case) - {"name", "call", "request", "expect", "transfer"}
-        for key in sorted(unknown):
-            out.append(doc.error(f"{pointer}/{key}", f'unknown key "{key}" in a case', "bad-cases", key=True))
+        known = ("name", "call", "request", "expect", "transfer")
+        for key in sorted(set(case) - set(known)):
+            message = f'unknown key "{key}" in a case{did_you_mean(key, known)}'
+            out.append(doc.error(f"{pointer}/{key}", message, "bad-cases", key=True))
         if ("call" in case) == ("request" in case):
             out.append(doc.error(pointer, "a case needs exactly one of `call` or `request`", "bad-cases"))
         if not isinstance(case.get("expect"), dict) or not case["expect"]:

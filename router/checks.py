@@ -5,11 +5,13 @@ CHECKS is an ordered tuple of named generators, one concern each (as yamllint's 
 
 from __future__ import annotations
 
+import json
 import re
 import zoneinfo
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import combinations
 from typing import Any
 
 from router import phone
@@ -109,20 +111,23 @@ def _walk_condition(w: Where, raw: dict[str, Any]) -> Iterator[tuple[Where, dict
 
 def build_context(docs: Sequence[Document], crm_fields: frozenset[str] | None) -> Context:
     ctx = Context(docs, crm_fields)
+    settings_at: Where | None = None
     for doc in docs:
         data = doc.data if isinstance(doc.data, dict) else {}
         root = Where(doc, "")
         if isinstance(data.get("settings"), dict):
-            for key, value in data["settings"].items():
-                if key in ctx.settings:
-                    ctx.problems.append(
-                        root.at("settings", key).error(
-                            f"settings.{key} is set twice (also at {_pos(ctx.settings[key][0])})",
-                            "duplicate-section",
-                            key=True,
-                        )
+            if settings_at is not None:  # DESIGN §2: settings appear at most once in the set
+                ctx.problems.append(
+                    root.at("settings").error(
+                        f"`settings` appears twice in the policy set (also at {_pos(settings_at)})",
+                        "duplicate-section",
+                        key=True,
                     )
-                ctx.settings[key] = (root.at("settings", key), value)
+                )
+            else:
+                settings_at = root.at("settings")
+                for key, value in data["settings"].items():
+                    ctx.settings[key] = (root.at("settings", key), value)
         for section in ("crm", "default"):
             if section in data:
                 previous = getattr(ctx, section)
@@ -492,24 +497,35 @@ def crm_conditions_need_crm(ctx: Context) -> Iterator[PolicyError]:
 
 
 def unreachable_routes(ctx: Context) -> Iterator[PolicyError]:
+    """An earlier route whose conditions are a subset of a later one's always wins first.
+
+    Each `when` becomes a set of canonical (key, value) items; a later route checks every
+    subset of its own items (routes have a handful of keys) against the earlier routes'
+    sets, so this stays linear in the number of routes."""
     for section in ("routes", "transfers"):
-        earlier: list[tuple[str, dict[str, Any]]] = []
+        earlier: dict[frozenset[str], str] = {}
         for w, raw, sec in ctx.routes:
             if sec != section:
                 continue
             when = raw.get("when") or {}
             if not isinstance(when, dict):
                 continue
-            for rid, prior in earlier:
-                if all(k in when and when[k] == v for k, v in prior.items()):
-                    why = "matches every call" if not prior else "has the same conditions or fewer"
-                    yield w.at("id").error(
-                        f'route "{raw.get("id")}" can never match: route "{rid}" before it {why}',
-                        "unreachable",
-                        severity="warning",
+            items = [json.dumps([k, v], sort_keys=True) for k, v in when.items()]
+            if len(items) <= 8:
+                for size in range(len(items) + 1):
+                    hit = next(
+                        (earlier[frozenset(c)] for c in combinations(items, size) if frozenset(c) in earlier),
+                        None,
                     )
-                    break
-            earlier.append((str(raw.get("id")), when))
+                    if hit is not None:
+                        why = "matches every call" if size == 0 else "has the same conditions or fewer"
+                        yield w.at("id").error(
+                            f'route "{raw.get("id")}" can never match: route "{hit}" before it {why}',
+                            "unreachable",
+                            severity="warning",
+                        )
+                        break
+            earlier.setdefault(frozenset(items), str(raw.get("id")))
 
 
 def unused_names(ctx: Context) -> Iterator[PolicyError]:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from router import report
 from router.cases import CaseResult, decide, policy_path_for, run_file, test_files, uncovered
@@ -93,12 +93,28 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 1 if failed_to_load or any(not r.ok for r in results) else 0
 
 
+def _usage(message: str) -> NoReturn:
+    """A usage error of `explain`: the message on stderr, exit 2 (as argparse does)."""
+    print(f"vapi-router explain: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _read_request(path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        _usage(f"--request {path}: {exc}")
+    if not isinstance(data, dict):
+        _usage(f"--request {path}: not a JSON object")
+    return data
+
+
 def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"vapi-router explain: {flag} wants KEY=VALUE, got {item!r}")
+            _usage(f"{flag} wants KEY=VALUE, got {item!r}")
         out[key] = value
     return out
 
@@ -115,8 +131,8 @@ def explain_facts(policy: Policy, args: argparse.Namespace, now: datetime) -> Fa
         call["crm_status"] = args.crm_status
     given = bool(call)
     if args.request:
-        data = json.loads(Path(args.request).read_text(encoding="utf-8"))
-        message = data.get("message", data) if isinstance(data, dict) else {}
+        data = _read_request(args.request)
+        message = data.get("message", data)
         facts = facts_from_message(message, region=region, now=now)
         extra = facts_from_call(call, region=region, now=now, crm_enabled=policy.crm is not None)
         facts = replace(facts, crm_status=extra.crm_status, tags=extra.tags, crm=extra.crm)
@@ -125,9 +141,7 @@ def explain_facts(policy: Policy, args: argparse.Namespace, now: datetime) -> Fa
         call["dialled"] = args.dialled
         if args.at:
             if parse_time(args.at) is None:
-                raise SystemExit(
-                    f"vapi-router explain: --at wants ISO 8601 (2026-11-21T22:00:00-05:00), got {args.at!r}"
-                )
+                _usage(f"--at wants ISO 8601 (2026-11-21T22:00:00-05:00), got {args.at!r}")
             call["at"] = args.at
         call["variables"] = _pairs(args.var or [], "--var")
         call["phone_number_id"] = args.phone_number_id
@@ -163,10 +177,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     facts = explain_facts(loaded.policy, args, datetime.now(UTC))
     transfer = False
     if args.request:
-        data = json.loads(Path(args.request).read_text(encoding="utf-8"))
-        transfer = (
-            isinstance(data, dict) and data.get("message", data).get("type") == "transfer-destination-request"
-        )
+        message = _read_request(args.request)
+        message = message.get("message", message)
+        transfer = isinstance(message, dict) and message.get("type") == "transfer-destination-request"
     data = explain_data(loaded.policy, facts, transfer=transfer)
     print(json.dumps(data, indent=2) if args.json else report.explain_text(data))
     return 0
@@ -180,6 +193,11 @@ def cmd_hours(args: argparse.Namespace) -> int:
     if schedule is None:
         names = ", ".join(sorted(loaded.policy.schedules)) or "none"
         print(f'vapi-router hours: no schedule "{args.schedule}" (schedules: {names})', file=sys.stderr)
+        return 2
+    if args.days < 1:
+        print(
+            f"vapi-router hours: --days wants a number of days, at least 1, got {args.days}", file=sys.stderr
+        )
         return 2
     try:
         start = date.fromisoformat(args.start) if args.start else datetime.now(UTC).date()

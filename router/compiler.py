@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,6 +25,7 @@ from router.model import (
     CrmField,
     CrmSettings,
     CrmStatusIs,
+    Decision,
     Not,
     NumberCountry,
     NumberRegex,
@@ -35,6 +36,8 @@ from router.model import (
     Policy,
     Route,
     RouteIndex,
+    ScheduleClock,
+    ScheduleRoutes,
     Settings,
     Source,
     Tags,
@@ -124,8 +127,7 @@ class _Set:
 
 
 def source(doc: Document, pointer: str) -> Source:
-    line, col = doc.position(pointer)
-    return Source(doc.file, line, col)
+    return Source(doc.file, pointer, doc)
 
 
 class Compiler:
@@ -140,6 +142,7 @@ class Compiler:
             name: compile_schedule(name, raw, default_timezone=self.settings.timezone)
             for name, (_, raw) in self.set.schedules.items()
         }
+        self.clocks = {name: ScheduleClock(s) for name, s in self.schedules.items()}
         self.targets: dict[str, Target] = {}
 
     # ------------------------------------------------------------ numbers
@@ -190,7 +193,7 @@ class Compiler:
         for key, value in raw.items():
             part = self.condition_key(key, value)
             parts.extend(part.parts if isinstance(part, All) else (part,))
-        return parts[0] if len(parts) == 1 else All(tuple(parts))
+        return parts[0] if len(parts) == 1 else _all(parts)
 
     def condition_key(self, key: str, value: Any) -> Condition:
         if key in ("caller", "dialled"):
@@ -198,7 +201,7 @@ class Compiler:
         if key == "phone_number_id":
             return PhoneNumberId(frozenset(as_list(value)))
         if key in ("during", "outside"):
-            return Open(self.schedules[value], key == "during")
+            return Open(self.clocks[value], key == "during")
         if key == "tags":
             if isinstance(value, list):
                 return Tags(frozenset(value), frozenset(), frozenset())
@@ -218,7 +221,7 @@ class Compiler:
         if key == "any":
             return AnyOf(tuple(self.condition(c) for c in value))
         if key == "all":
-            return All(tuple(self.condition(c) for c in value))
+            return _all([self.condition(c) for c in value])
         if key == "not":
             return Not(self.condition(value))
         raise AssertionError(f"unchecked condition key {key}")
@@ -315,6 +318,14 @@ class Compiler:
         )
 
 
+def _all(parts: Sequence[Condition]) -> All:
+    """Keys are ANDed in any order, so test the ones that need no CRM lookup first: a route
+    whose call facts already fail then never asks for the CRM. This is also what makes
+    skipping a route whose index key misses exact for facts that are still waiting for the
+    CRM (the evaluator's fast path and the plain scan agree on `needs_crm`)."""
+    return All(tuple(sorted(parts, key=_reads_crm)))
+
+
 def _numberset(which: str, exact: frozenset[str], prefixes: frozenset[str], label: str) -> NumberSet:
     return NumberSet(which, exact, prefixes, label, tuple(sorted({len(p) for p in prefixes})))
 
@@ -381,12 +392,18 @@ def build_index(routes: Sequence[Route]) -> RouteIndex:
     tg: dict[str, list[int]] = defaultdict(list)
     anonymous: list[int] = []
     tag_routes: list[int] = []
-    sched: dict[str, tuple[Schedule, list[int], list[int]]] = {}
+    tags_surely_needed = False
+    sched: dict[str, tuple[ScheduleClock, list[int], list[int]]] = {}
     always: list[int] = []
-    for r in routes:
+    residual: list[Condition | None] = []
+    keys = [_best_key(r.when.parts if isinstance(r.when, All) else (r.when,)) for r in routes]
+    # a route that needs all of several tags is indexed under the one fewest routes name
+    tag_count = Counter(t for k in keys if isinstance(k, Tags) for t in (*k.any, *k.all))
+    for r, key in zip(routes, keys, strict=True):
         parts = r.when.parts if isinstance(r.when, All) else (r.when,)
-        key = _best_key(parts)
         i = r.position
+        assert i == len(residual), "routes are numbered in order"
+        residual.append(_residual(parts, key))
         if isinstance(key, NumberSet):
             exact, prefix = (ce, cp) if key.which == "caller" else (de, dp)
             for n in key.exact:
@@ -402,11 +419,16 @@ def build_index(routes: Sequence[Route]) -> RouteIndex:
             for c in key.countries:
                 cc[c].append(i)
         elif isinstance(key, Tags):
-            tag_routes.append(i)
-            for t in sorted(key.all)[:1] or sorted(key.any):
+            if not tags_surely_needed:
+                tag_routes.append(i)
+                # a route that reads the CRM before any call fact stops a CRM-pending
+                # evaluation: later tag routes are never reached before the lookup
+                tags_surely_needed = isinstance(parts[0], Tags | CrmField | CrmStatusIs)
+            rarest = min(sorted(key.all), key=tag_count.__getitem__, default=None)
+            for t in key.any if rarest is None else (rarest,):
                 tg[t].append(i)
         elif isinstance(key, Open):
-            entry = sched.setdefault(key.schedule.name, (key.schedule, [], []))
+            entry = sched.setdefault(key.schedule.name, (key.clock, [], []))
             (entry[1] if key.open else entry[2]).append(i)
         else:
             always.append(i)
@@ -426,9 +448,24 @@ def build_index(routes: Sequence[Route]) -> RouteIndex:
         anonymous=tuple(anonymous),
         tags=freeze(tg),
         tag_routes=tuple(tag_routes),
-        schedules=tuple((s, tuple(o), tuple(c)) for s, o, c in sched.values()),
+        schedules=ScheduleRoutes(tuple((s, tuple(o), tuple(c)) for s, o, c in sched.values())),
         always=tuple(always),
+        residual=tuple(residual),
+        decisions=tuple(Decision(r, r.then) for r in routes),
     )
+
+
+def _residual(parts: Sequence[Condition], key: Condition | None) -> Condition | None:
+    """What a route offered by the index under `key` still has to pass. The index offers a
+    route only when its key holds, except tags (their index entry is only a first tag, and
+    before the CRM lookup every tag route is offered), so those keep their test."""
+    rest = list(parts)
+    if key is not None and not isinstance(key, Tags):
+        rest.remove(key)
+    rest = [p for p in rest if not isinstance(p, Always)]
+    if not rest:
+        return None
+    return rest[0] if len(rest) == 1 else All(tuple(rest))
 
 
 _RANK: dict[type, float] = {NumberSet: 0, PhoneNumberId: 1, Anonymous: 2, NumberCountry: 3, Tags: 4, Open: 5}

@@ -2,9 +2,8 @@
 
 PyYAML's composer gives nodes with marks; we build the data ourselves so that every value
 keeps its position, duplicate keys are caught (safe_load keeps the last silently), and
-YAML 1.1 surprises that bite routing files are defused: `10:00` stays a string (not the
-sexagesimal int 600), `+15550001111` stays a string (not an int without its +), and an
-unquoted date stays the text the author wrote.
+plain scalars are read with YAML 1.2's core schema (see `scalar`), so the YAML 1.1
+surprises that bite routing files (`NO` as false, `10:00` as 600) cannot happen.
 """
 
 from __future__ import annotations
@@ -152,17 +151,46 @@ def _merged_pairs(
     yield from own
 
 
+_NULL = re.compile(r"~|null|Null|NULL|")
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_INT = re.compile(r"-?0|-?[1-9][0-9]*")  # 007 stays text, as ryaml reads it
+_INT8 = re.compile(r"0o[0-7]+")
+_INT16 = re.compile(r"0x[0-9a-fA-F]+")
+_FLOAT = re.compile(r"-?(\.[0-9]+|[0-9]+\.[0-9]*|[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+)")
+_INF = re.compile(r"([-+]?)\.(inf|Inf|INF)")
+_NAN = re.compile(r"\.(nan|NaN|NAN)")
+
+
 def scalar(node: yaml.Node) -> Any:
-    """A scalar's value with the routing-friendly exceptions described in the module doc."""
+    """A scalar's value under YAML 1.2's core schema (what ryaml and most tools now read).
+
+    Plain `yes`, `no`, `on`, `off` and `NO` (Norway!) stay text; `10:00` stays text (YAML 1.1
+    made it the number 600); unquoted dates stay text. One routing-friendly exception: a
+    plain number with a leading + stays text, because it is a phone number, not an int.
+    """
     text = node.value
-    tag = node.tag
-    if tag == "tag:yaml.org,2002:str" or not isinstance(text, str):
+    if not isinstance(text, str):
         return text
-    if tag == "tag:yaml.org,2002:timestamp":
+    if getattr(node, "style", None):  # quoted or block text (the C loader marks plain scalars with "")
         return text
-    if tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float") and (":" in text or text.startswith("+")):
-        return text
-    return _SCALAR_LOADER.construct_object(node, deep=True)
+    # The 1.1 resolver already tagged plain scalars; we resolve them again by 1.2 rules.
+    if _NULL.fullmatch(text):
+        return None
+    if text in _BOOL:
+        return _BOOL[text]
+    if _INT.fullmatch(text):
+        return int(text)
+    if _INT8.fullmatch(text):
+        return int(text[2:], 8)
+    if _INT16.fullmatch(text):
+        return int(text[2:], 16)
+    if not text.startswith("+") and _FLOAT.fullmatch(text):
+        return float(text)
+    if m := _INF.fullmatch(text):
+        return float(f"{m.group(1)}inf")
+    if _NAN.fullmatch(text):
+        return float("nan")
+    return text
 
 
 def parse_document(text: str, *, file: str) -> Document:
@@ -268,3 +296,73 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, int, str
         where = f"line {context.line + 1}, column {context.column + 1}"
         return line, col, f"{problem} ({exc.context} that starts at {where})"
     return line, col, problem
+
+
+class _LazyParse:
+    """The positioned parse of a text, done on first use (only when a problem is reported)."""
+
+    def __init__(self, text: str, file: str) -> None:
+        self.text, self.file = text, file
+        self._doc: Document | None = None
+
+    def doc(self) -> Document:
+        if self._doc is None:
+            try:
+                self._doc = parse_document(self.text, file=self.file)
+            except PolicyError:  # cannot happen for text the fast parser accepted; be total anyway
+                self._doc = Document(self.file, None, {"": (1, 1)})
+        return self._doc
+
+
+class LazyPositions(Mapping[str, tuple[int, int]]):
+    """pointer -> line:col, computed by the positioned parse on first lookup."""
+
+    def __init__(self, parse: _LazyParse, *, keys: bool) -> None:
+        self._parse, self._keys = parse, keys
+
+    def _map(self) -> Mapping[str, tuple[int, int]]:
+        doc = self._parse.doc()
+        return doc.key_positions if self._keys else doc.positions
+
+    def __getitem__(self, pointer: str) -> tuple[int, int]:
+        return self._map()[pointer]
+
+    def __contains__(self, pointer: object) -> bool:
+        return pointer in self._map()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map())
+
+    def __len__(self) -> int:
+        return len(self._map())
+
+
+# Text the fast parser would read differently from parse_document goes the positioned way:
+# anchors, aliases and merge keys (parse_document bounds alias expansion and applies <<), and
+# unquoted +digits (a phone number to us, an int to YAML 1.2).
+_NEEDS_POSITIONED = re.compile(r"(?:^|[\s\[{,:-])(?:[&*][A-Za-z0-9_-]|\+\d)|<<")
+
+
+def fast_document(text: str, *, file: str) -> Document | None:
+    """The Document of `text` without positions (they come on demand), or None when the
+    fast parser is unavailable or the text needs the positioned parse."""
+    try:
+        import ryaml
+    except ImportError:  # pragma: no cover - ryaml is a dependency; keep working without it
+        return None
+    if _NEEDS_POSITIONED.search(text):
+        return None
+    try:
+        data = ryaml.loads(text)  # type: ignore[attr-defined]
+    except Exception:  # syntax errors, duplicate keys: the positioned parse says where
+        return None
+    if not isinstance(data, dict):
+        return None
+    parse = _LazyParse(text, file)
+    return Document(file, data, LazyPositions(parse, keys=False), LazyPositions(parse, keys=True))
+
+
+def document_from_data(file: str, data: Any, text: str) -> Document:
+    """A Document for data parsed elsewhere (the reload child), positions on demand from `text`."""
+    parse = _LazyParse(text, file)
+    return Document(file, data, LazyPositions(parse, keys=False), LazyPositions(parse, keys=True))

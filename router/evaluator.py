@@ -24,13 +24,14 @@ from router.model import (
     RouteIndex,
     Step,
 )
-from router.schedules import is_open
 
 _NEED_CRM = Decision(None, None, needs_crm=True)
+_MERGE_ABOVE = 64  # candidates beyond this are merged lazily: the first few usually decide
 
 
 def candidates(index: RouteIndex, facts: Facts) -> Iterable[int]:
-    """Route positions, ascending and without repeats, that the index cannot rule out."""
+    """Route positions, ascending, that the index cannot rule out. A position may repeat
+    (testing a route twice gives the same answer, so that costs less than removing it)."""
     found: list[tuple[int, ...]] = []
     if index.always:
         found.append(index.always)
@@ -53,7 +54,8 @@ def candidates(index: RouteIndex, facts: Facts) -> Iterable[int]:
         for n in index.dialled_prefix_lengths:
             if (x := index.dialled_prefix.get(d[:n])) is not None:
                 found.append(x)
-    if index.phone_number_id and (x := index.phone_number_id.get(facts.phone_number_id or "")) is not None:
+    p = facts.phone_number_id
+    if p is not None and (x := index.phone_number_id.get(p)) is not None:
         found.append(x)
     if index.tag_routes:
         if facts.crm_status is None:
@@ -62,33 +64,27 @@ def candidates(index: RouteIndex, facts: Facts) -> Iterable[int]:
             for t in facts.tags:
                 if (x := index.tags.get(t)) is not None:
                     found.append(x)
-    for schedule, open_routes, closed_routes in index.schedules:
-        chosen = open_routes if is_open(schedule, facts.at) else closed_routes
-        if chosen:
-            found.append(chosen)
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        return ()
-    if sum(map(len, found)) <= 64:
-        return sorted(set().union(*found))
-    return _unique(heapq.merge(*found))
-
-
-def _unique(merged: Iterable[int]) -> Iterable[int]:
-    last = -1
-    for i in merged:
-        if i != last:
-            yield i
-            last = i
+    if index.schedules and (x := index.schedules.at(facts)):
+        found.append(x)
+    if len(found) <= 1:
+        return found[0] if found else ()
+    merged: list[int] = []
+    for x in found:
+        merged += x
+    if len(merged) <= _MERGE_ABOVE:
+        merged.sort()  # timsort merges the sorted runs
+        return merged
+    return heapq.merge(*found)
 
 
 def first_match(routes: Sequence[Route], index: RouteIndex, facts: Facts) -> Decision | None:
+    """The decision of the first route that matches, None when none does."""
+    residual = index.residual
     try:
         for i in candidates(index, facts):
-            r = routes[i]
-            if r.when.test(facts):
-                return Decision(r, r.then)
+            rest = residual[i]
+            if rest is None or rest.test(facts):
+                return index.decisions[i]
     except NeedCrm:
         return _NEED_CRM
     return None

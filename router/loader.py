@@ -17,10 +17,10 @@ import yaml
 
 from router.checks import check
 from router.compiler import compile_policy, version_of
-from router.document import Document, parse_document
+from router.document import Document, fast_document, parse_document
 from router.errors import PolicyError, PolicyInvalid
 from router.model import Policy
-from router.schema import validate
+from router.schema import is_valid, validate
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
@@ -58,9 +58,13 @@ def read_texts(path: Path) -> list[tuple[str, str]]:
                 raise PolicyError(
                     str(f), 1, 1, f"file is larger than {MAX_FILE_BYTES // 2**20} MiB", "too-large"
                 )
-            out.append((str(f), f.read_text(encoding="utf-8")))
-        except UnicodeDecodeError:
-            raise PolicyError(str(f), 1, 1, "file is not UTF-8 text", "not-text") from None
+            raw = f.read_bytes()
+            out.append((str(f), raw.decode("utf-8")))
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+            message = f"file is not UTF-8 text (byte 0x{raw[exc.start]:02x}); save it as UTF-8"
+            raise PolicyError(str(f), line, col, message, "not-text") from None
         except OSError as exc:
             raise PolicyError(str(f), 1, 1, f"cannot read: {exc.strerror}", "no-file") from None
     return out
@@ -74,6 +78,7 @@ class Loaded:
     problems: tuple[PolicyError, ...]
     policy: Policy | None
     version: str
+    crm_file: str | None = None
 
     @property
     def errors(self) -> list[PolicyError]:
@@ -105,19 +110,30 @@ def crm_columns(path: Path) -> frozenset[str]:
     return frozenset(names)
 
 
-def lint_texts(texts: Sequence[tuple[str, str]]) -> Loaded:
-    """Every problem of a policy set given as texts; compiles it when there are no errors."""
+def read_document(name: str, text: str, *, fast: bool = True) -> tuple[Document | None, list[PolicyError]]:
+    """One file -> (Document, schema problems). The fast path (Rust parser + compiled schema
+    check, positions on demand) serves valid files; anything else takes the positioned path."""
+    if fast:
+        doc = fast_document(text, file=name)
+        if doc is not None and is_valid(doc.data):
+            return doc, []
+    try:
+        doc = parse_document(text, file=name)
+    except PolicyError as exc:
+        return None, [exc]
+    return doc, [*doc.problems, *validate(doc)]
+
+
+def lint_texts(texts: Sequence[tuple[str, str]], *, fast: bool = True, compile: bool = True) -> Loaded:
+    """Every problem of a policy set given as texts; compiles it when there are no errors
+    (unless `compile` is False: the reload child only checks)."""
     problems: list[PolicyError] = []
     docs: list[Document] = []
-    for name, text in texts:
-        try:
-            doc = parse_document(text, file=name)
-        except PolicyError as exc:
-            problems.append(exc)
-            continue
-        docs.append(doc)
-        problems.extend(doc.problems)
-        problems.extend(validate(doc))
+    for file, text in texts:
+        parsed, issues = read_document(file, text, fast=fast)
+        problems.extend(issues)
+        if parsed is not None:
+            docs.append(parsed)
     version = version_of(texts)
     if any(p.severity == "error" for p in problems) or not docs:
         return Loaded(tuple(docs), tuple(sorted(problems)), None, version)
@@ -145,10 +161,10 @@ def lint_texts(texts: Sequence[tuple[str, str]]) -> Loaded:
                     doc.error("/crm/file", f'crm.file "{name}" cannot be read: {exc}', "crm-file")
                 )
     problems.extend(check(docs, crm_fields=crm_fields))
-    if any(p.severity == "error" for p in problems):
-        return Loaded(tuple(docs), tuple(sorted(problems)), None, version)
+    if any(p.severity == "error" for p in problems) or not compile:
+        return Loaded(tuple(docs), tuple(sorted(problems)), None, version, crm_path)
     policy = compile_policy(docs, version=version, crm_file=crm_path)
-    return Loaded(tuple(docs), tuple(sorted(problems)), policy, version)
+    return Loaded(tuple(docs), tuple(sorted(problems)), policy, version, crm_path)
 
 
 def lint_path(path: Path) -> Loaded:

@@ -44,11 +44,33 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(policy_schema())
 
 
+@cache
+def _fast_validator() -> Any:
+    import fastjsonschema
+
+    # fastjsonschema speaks draft 7; the schema only uses keywords that mean the same there.
+    schema = {**policy_schema(), "$schema": "http://json-schema.org/draft-07/schema#"}
+    return fastjsonschema.compile(schema)
+
+
+def is_valid(data: Any) -> bool:
+    """Whether `data` passes the schema: ~10x faster than collecting positioned problems."""
+    import fastjsonschema
+
+    try:
+        _fast_validator()(data)
+    except fastjsonschema.JsonSchemaException:
+        return False
+    except Exception:  # a validator surprise must not accept anything; the slow path decides
+        return False
+    return True
+
+
 def type_name(value: Any) -> str:
     if value is None:
         return "empty"
     if isinstance(value, bool):
-        return "true/false"
+        return "true" if value else "false"
     if isinstance(value, int):
         return "a number"
     if isinstance(value, float):
@@ -60,6 +82,14 @@ def type_name(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     return type(value).__name__
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _pointer(path: Any) -> str:
@@ -130,6 +160,10 @@ def _render(doc: Document, e: ValidationError) -> Iterator[PolicyError]:
         extra = ""
         if isinstance(instance, int) and not isinstance(instance, bool) and "string" in wanted:
             extra = " (quote it)"
+        elif isinstance(instance, bool) and "string" in wanted:
+            extra = " (quote it)"
+        elif isinstance(instance, str) and {"integer", "number"} & set(wanted) and _is_number(instance):
+            extra = " (remove the quotes)"
         yield doc.error(pointer, f"{subject} must be {choice}, got {type_name(instance)}{extra}", "bad-type")
         return
     if kind == "const":
@@ -158,10 +192,11 @@ def _render(doc: Document, e: ValidationError) -> Iterator[PolicyError]:
     if kind == "pattern":
         if value == _NAME_PATTERN:
             message = f"{subject} {json.dumps(instance)} is not a valid name: {_NAME_RULE}"
+            yield doc.error(pointer, message, "bad-name")
         else:
-            message = (
-                f"{subject} {json.dumps(instance)} is not valid; write {schema.get('description', value)}"
+            what = schema.get("description", value)
+            yield doc.error(
+                pointer, f"{subject} {json.dumps(instance)} is not valid; write {what}", "bad-value"
             )
-        yield doc.error(pointer, message, "bad-value")
         return
     yield doc.error(pointer, f"{subject}: {e.message}", "schema")

@@ -30,6 +30,10 @@ log = logging.getLogger("router.service")
 LAST_RESORT = {"error": "Sorry, we can't take your call right now. Please try again shortly."}
 # Time kept back from the deadline to render, log and write the reply.
 MARGIN_S = 0.05
+# The reason of a lookup that the deadline (not the CRM's own timeout_ms) cut short.
+DEADLINE_REASON = "deadline reached"
+# Replies a transfer-destination-request can use; the fallback answers one only if it is such.
+TRANSFER_KINDS = ("destination", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +71,7 @@ async def _lookup(live: Live, facts: Facts, deadline: float) -> tuple[Facts, Crm
             record = await live.crm.lookup(facts.caller)
     except TimeoutError:
         ms = (time.perf_counter() - started) * 1000
-        record = CrmRecord("timeout", ms=ms, reason=f"deadline reached after {ms:.0f} ms")
+        record = CrmRecord("timeout", ms=ms, reason=f"{DEADLINE_REASON} after {ms:.0f} ms of CRM lookup")
     return replace(facts, crm_status=record.status, tags=record.tags, crm=dict(record.fields)), record
 
 
@@ -90,6 +94,8 @@ async def decide(
         )
         if needs:
             facts, record = await _lookup(live, facts, deadline)
+            if record.reason.startswith(DEADLINE_REASON):  # no time left to route on: the fallback
+                return fallback(live, facts, record, eval_ns, record.reason, transfer=transfer)
             t = time.perf_counter_ns()
             decision = evaluate_transfer(policy, facts) if transfer else evaluate(policy, facts)
             eval_ns += time.perf_counter_ns() - t
@@ -104,15 +110,28 @@ async def decide(
     except Exception as exc:  # the reason is logged; the caller still gets an answer
         reason = f"{type(exc).__name__}: {exc}"[:300]
         log.warning("routing fell back: %s", reason)
-        return fallback(live, facts, record, eval_ns, reason)
+        return fallback(live, facts, record, eval_ns, reason, transfer=transfer)
 
 
-def fallback(live: Live, facts: Facts | None, record: CrmRecord | None, eval_ns: int, reason: str) -> Outcome:
-    """The fallback target's reply (lenient templates), or LAST_RESORT if even that fails."""
+def fallback(
+    live: Live,
+    facts: Facts | None,
+    record: CrmRecord | None,
+    eval_ns: int,
+    reason: str,
+    *,
+    transfer: bool = False,
+) -> Outcome:
+    """The fallback target's reply (lenient templates), or LAST_RESORT if even that fails.
+
+    A transfer-destination-request gets the fallback only when it is a destination or an
+    error; an assistant is no answer to it, so it gets `{}` (no transfer) instead."""
     policy = live.policy
     try:
         f = facts or Facts(caller=None, dialled=None, at=datetime.now(UTC))
         reply, leaf = render(policy.fallback, f, "fallback", lenient=True)
+        if transfer and leaf.kind not in TRANSFER_KINDS:
+            return _outcome(b"{}", "none", None, None, facts, record, eval_ns, reason)
         body = leaf.prepared if leaf.prepared is not None else orjson.dumps(reply)
         return _outcome(
             body, leaf.kind, None, leaf.name or policy.fallback.name, facts, record, eval_ns, reason

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
-from router.compiler import target_reads_crm
+import orjson
+
+from router.compiler import compile_policy, target_reads_crm, version_of
 from router.crm import CrmClient, FileCrm, HttpCrm
+from router.document import document_from_data
 from router.errors import PolicyError
-from router.loader import Loaded, lint_path
+from router.loader import Loaded, lint_path, lint_texts, read_texts
 from router.model import Policy, Target
 
 log = logging.getLogger("router.store")
@@ -106,27 +112,37 @@ class PolicyStore:
         self.reloads = 0
         self._lock = asyncio.Lock()
 
-    def _apply(self, loaded: Loaded) -> ReloadResult:
-        problems = tuple(str(p) for p in loaded.errors or loaded.problems) if loaded.policy is None else ()
-        result: ReloadResult
-        if loaded.policy is not None:
-            try:
-                live = build_live(loaded.policy, self.live, self.env)
-            except Exception as exc:  # a CRM file or env variable that cannot be used
-                problems = (_crm_problem(loaded, exc),)
+    def _build(self, loaded: Loaded) -> Live | Exception | None:
+        if loaded.policy is None:
+            return None
+        try:
+            return build_live(loaded.policy, self.live, self.env)
+        except Exception as exc:  # a CRM file or env variable that cannot be used
+            return exc
+
+    def _apply(
+        self, loaded: Loaded, built: Live | Exception | None, reported: tuple[str, ...] = ()
+    ) -> ReloadResult:
+        """Swap to `built` if it is a Live policy; otherwise record the failure and keep serving."""
+        if isinstance(built, Live) and loaded.policy is not None:
+            changed = self.live is None or self.live.policy.version != loaded.policy.version
+            old, self.live = self.live, built
+            self.last_reload_ok, self.errors = True, ()
+            self.last_success_at = built.loaded_at
+            if old is not None and old.crm is not None and old.crm is not built.crm:
+                _close_later(old.crm)
+            result = ReloadResult(True, loaded.policy.version, changed=changed)
+        else:
+            if reported:
+                problems = reported
+            elif isinstance(built, Exception):
+                problems = (_crm_problem(loaded, built),)
             else:
-                changed = self.live is None or self.live.policy.version != loaded.policy.version
-                old = self.live
-                self.live = live
-                self.last_reload_ok, self.errors = True, ()
-                self.last_success_at = live.loaded_at
-                result = ReloadResult(True, loaded.policy.version, changed=changed)
-                if old is not None and old.crm is not None and old.crm is not live.crm:
-                    _close_later(old.crm)
-                self._notify(result)
-                return result
-        self.last_reload_ok, self.errors = False, problems
-        result = ReloadResult(False, self.live.policy.version if self.live else "", problems, changed=False)
+                problems = tuple(str(p) for p in loaded.errors or loaded.problems)
+            self.last_reload_ok, self.errors = False, problems
+            result = ReloadResult(
+                False, self.live.policy.version if self.live else "", problems, changed=False
+            )
         self._notify(result)
         return result
 
@@ -145,13 +161,82 @@ class PolicyStore:
 
     def load_now(self) -> ReloadResult:
         """Synchronous first load (before serving)."""
-        return self._apply(self.loader(self.path))
+        loaded = self.loader(self.path)
+        return self._apply(loaded, self._build(loaded))
 
     async def reload(self) -> ReloadResult:
-        """Read, lint and compile off the event loop, then swap; concurrent calls queue up."""
+        """Read, check and compile without stalling the event loop, then swap one reference.
+
+        Checking runs in a forked child: YAML parsing is C code that holds the interpreter
+        lock for its whole run, which in a thread would freeze every request behind it. The
+        parent only decodes the child's plain data (one short orjson call) and compiles it
+        in a thread, where pure-Python work yields the lock every few milliseconds.
+        Concurrent calls queue on a lock, so reloads never overlap."""
         async with self._lock:
-            loaded = await asyncio.to_thread(self.loader, self.path)
-            return self._apply(loaded)
+            try:
+                texts = await asyncio.to_thread(read_texts, self.path)
+            except PolicyError as exc:
+                return self._apply(Loaded((), (exc,), None, ""), None)
+            version = version_of(texts)
+            if self.live is not None and self.last_reload_ok and version == self.live.policy.version:
+                return ReloadResult(True, version, changed=False)
+            loaded, reported = await self._check_and_compile(texts, version)
+            built = await asyncio.to_thread(self._build, loaded)
+            return self._apply(loaded, built, reported)
+
+    async def _check_and_compile(
+        self, texts: list[tuple[str, str]], version: str
+    ) -> tuple[Loaded, tuple[str, ...]]:
+        raw = await asyncio.to_thread(check_in_child, texts)
+        if raw is None:  # no fork here, or the child died: do the same work in a thread
+            return await asyncio.to_thread(lint_texts, texts), ()
+        payload = orjson.loads(raw)
+        if not payload["ok"]:
+            return Loaded((), (), None, version), tuple(payload["problems"])
+        docs = [
+            document_from_data(name, data, text)
+            for (name, text), data in zip(texts, payload["data"], strict=True)
+        ]
+        policy = await asyncio.to_thread(compile_policy, docs, version=version, crm_file=payload["crm_file"])
+        return Loaded(tuple(docs), (), policy, version, payload["crm_file"]), ()
+
+
+def _child(texts: list[tuple[str, str]], conn: Connection) -> None:
+    try:
+        loaded = lint_texts(texts, compile=False)
+        if loaded.errors or not loaded.docs:
+            payload: dict[str, Any] = {
+                "ok": False,
+                "problems": [str(p) for p in loaded.errors or loaded.problems],
+            }
+        else:
+            payload = {"ok": True, "data": [d.data for d in loaded.docs], "crm_file": loaded.crm_file}
+        conn.send_bytes(orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS))
+    finally:
+        conn.close()
+
+
+def check_in_child(texts: list[tuple[str, str]]) -> bytes | None:
+    """Run the checks of a policy set in a forked process; its answer, or None if that failed."""
+    try:
+        ctx = multiprocessing.get_context("fork")
+    except ValueError:  # pragma: no cover - platforms without fork
+        return None
+    receive, send = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_child, args=(texts, send), daemon=True, name="vapi-router-check")
+    try:
+        process.start()
+    except OSError:
+        return None
+    send.close()
+    try:
+        return receive.recv_bytes()
+    except EOFError:
+        log.error("the policy check process died (exit code %s)", process.exitcode)
+        return None
+    finally:
+        receive.close()
+        process.join(5)
 
 
 def _crm_problem(loaded: Loaded, exc: Exception) -> str:
