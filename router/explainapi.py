@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import orjson
 from starlette.requests import Request
@@ -14,6 +15,7 @@ from starlette.responses import Response
 from router.auth import verify_webhook
 from router.cli import explain_data
 from router.facts import facts_from_call
+from router.model import CrmStatus
 from router.service import _lookup, base_facts, decide
 
 if TYPE_CHECKING:
@@ -37,6 +39,19 @@ async def _body(request: Request) -> Any:
         return None
 
 
+def _facts_problem(data: Mapping[str, Any]) -> str | None:
+    """Why `data` cannot be read as call facts (a 400), or None."""
+    if data.get("tags") is not None and not isinstance(data["tags"], list):
+        return '"tags" must be a list'
+    for key in ("crm", "variables"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            return f'"{key}" must be a mapping'
+    statuses = get_args(CrmStatus)
+    if data.get("crm_status") and data["crm_status"] not in statuses:
+        return f'"crm_status" must be one of {", ".join(statuses)}'
+    return None
+
+
 async def explain_request(server: Server, request: Request) -> Response:
     """A Vapi message ({"message": …}, CRM looked up live) or call facts (CRM from the body)."""
     data = await _body(request)
@@ -57,6 +72,8 @@ async def explain_request(server: Server, request: Request) -> Response:
         elif facts.crm_status is None:
             facts = replace(facts, crm_status="not_found")
     else:
+        if (problem := _facts_problem(data)) is not None:
+            return _json({"error": problem}, 400)
         facts = facts_from_call(
             data, region=policy.settings.region, now=datetime.now(UTC), crm_enabled=policy.crm is not None
         )
@@ -104,7 +121,8 @@ async def resolve_request(server: Server, request: Request) -> Response:
     if outcome.reply_kind in ("destination", "error"):
         return _json(
             {
-                "error": f"the decision is a {outcome.reply_kind}, which an outbound call cannot use",
+                "error": f"the decision is {'an' if outcome.reply_kind == 'error' else 'a'} "
+                f"{outcome.reply_kind}, which an outbound call cannot use",
                 "route": outcome.route or "default",
             },
             422,

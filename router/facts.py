@@ -24,24 +24,28 @@ def _get(obj: Any, *path: str) -> Any:
 
 
 def _text(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return None
+    if isinstance(value, bool):
+        return None
+    return scalar_text(value)
 
 
 def scalar_text(value: Any) -> str | None:
     """Variables and CRM values compare as text ('true', '3')."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str | int | float):
-        return str(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        try:
+            return str(value)
+        except ValueError:  # an int of more than 4,300 digits
+            return None
     return None
 
 
 def parse_time(value: Any) -> datetime | None:
-    """Epoch milliseconds (or seconds, when small) or ISO 8601 -> aware UTC datetime."""
+    """Epoch milliseconds (or seconds, when small) or ISO 8601 -> aware datetime; None for
+    anything else, and for instants outside the years 1900-2999 (garbage, not a call)."""
     try:
         if isinstance(value, bool):
             return None
@@ -49,16 +53,21 @@ def parse_time(value: Any) -> datetime | None:
             if not math.isfinite(value):
                 return None
             seconds = value / 1000 if abs(value) > 1e11 else value
-            return datetime.fromtimestamp(seconds, UTC)
-        if isinstance(value, str) and value.strip():
+            return _plausible(datetime.fromtimestamp(seconds, UTC))
+        if isinstance(value, str) and value.strip() and len(value) <= 64:
             text = value.strip()
             if text.replace(".", "", 1).isdigit():
                 return parse_time(float(text))
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            return _plausible(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
     except (ValueError, OverflowError, OSError):
         return None
     return None
+
+
+def _plausible(at: datetime) -> datetime | None:
+    # far-off years would overflow when a schedule converts them to its zone
+    return at if 1900 <= at.astimezone(UTC).year <= 2999 else None
 
 
 def caller_text(message: Mapping[str, Any]) -> str | None:

@@ -269,11 +269,11 @@ class ScheduleClock:
             start = _EPOCH + facts.minute * _MINUTE
             first = start.astimezone(self.schedule.zone).utcoffset()
             last = (start + (_MINUTE - timedelta(microseconds=1))).astimezone(self.schedule.zone).utcoffset()
-        except OverflowError:  # the first or last minute a datetime can hold
-            return is_open(self.schedule, facts.at)
-        if first is None or first != last or first % _MINUTE:
-            return is_open(self.schedule, facts.at)
-        state = is_open(self.schedule, start)
+            if first is None or first != last or first % _MINUTE:
+                return is_open(self.schedule, facts.at)
+            state = is_open(self.schedule, start)
+        except OverflowError:  # local time before year 1 or after 9999: no open hours there
+            return False
         if len(self._minutes) >= self.MAX_MINUTES:
             self._minutes.clear()
         self._minutes[facts.minute] = state
@@ -332,7 +332,7 @@ class Open(Condition):
         return f"{'during' if self.open else 'outside'} {self.schedule.name}"
 
     def actual(self, facts: Facts) -> str:
-        state = "open" if is_open(self.schedule, facts.at) else "closed"
+        state = "open" if self.clock.is_open(facts) else "closed"
         return f"{self.schedule.name} is {state} at {facts.at.isoformat()}"
 
 

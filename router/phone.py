@@ -23,12 +23,13 @@ _TYPE_NAMES: dict[int, str] = {
 }
 NUMBER_TYPES: tuple[str, ...] = tuple(sorted(set(_TYPE_NAMES.values())))
 # Withheld caller ids arrive as words, not numbers, depending on the carrier.
+_MAX_TEXT = 64  # longer than any written phone number, spaces and punctuation included
 _ANONYMOUS_WORDS = frozenset({"", "anonymous", "restricted", "private", "unknown", "unavailable", "withheld"})
 
 
 def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
     raw = text.strip()
-    if raw.lower() in _ANONYMOUS_WORDS or len(raw) > 40:
+    if len(raw) > 40 or raw.lower() in _ANONYMOUS_WORDS:
         return None
     if raw.startswith("00"):
         raw = "+" + raw[2:]
@@ -38,9 +39,15 @@ def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
         return None
 
 
-@lru_cache(maxsize=65536)
 def normalise(text: str, region: str | None = None) -> str | None:
     """E.164 for a possible number ('+14155550142'), else None (anonymous or garbage)."""
+    if len(text) > _MAX_TEXT:  # before the cache: it must not keep megabytes of garbage alive
+        return None
+    return _normalise(text, region)
+
+
+@lru_cache(maxsize=65536)
+def _normalise(text: str, region: str | None) -> str | None:
     number = _parse(text, region)
     if number is None or not phonenumbers.is_possible_number(number):
         return None

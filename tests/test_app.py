@@ -655,6 +655,24 @@ def test_explain_with_call_facts(srv: InProcess, client: httpx.Client) -> None:
     assert bad.status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("facts", "error"),
+    [
+        pytest.param({"tags": "vip"}, '"tags" must be a list', id="tags-string"),
+        pytest.param({"tags": 5}, '"tags" must be a list', id="tags-number"),
+        pytest.param({"crm": "tier=gold"}, '"crm" must be a mapping', id="crm-string"),
+        pytest.param({"variables": [1]}, '"variables" must be a mapping', id="variables-list"),
+        pytest.param({"crm_status": "maybe"}, '"crm_status" must be one of', id="crm-status-unknown"),
+    ],
+)
+def test_explain_refuses_unusable_facts(
+    srv: InProcess, client: httpx.Client, facts: dict[str, Any], error: str
+) -> None:
+    response = client.post("/v1/explain", json={"caller": "+14155550142", **facts}, headers=srv.admin())
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(error)
+
+
 def test_resolve(srv: InProcess, client: httpx.Client) -> None:
     def resolve(body: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:
         raw = dumps(body)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from router.document import MAX_NODES, Document, parse_document
+from router.document import MAX_NODES, Document, fast_document, parse_document
 from router.errors import PolicyError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _raises(text: str) -> str:
@@ -221,3 +224,38 @@ def test_a_document_is_a_frozen_value() -> None:
     assert isinstance(doc, Document)
     with pytest.raises(AttributeError):
         doc.file = "other.yaml"  # type: ignore[misc]
+
+
+YAML_FILES = sorted(
+    p
+    for pattern in ("tests/cases/**/*.yaml", "policies/**/*.yaml", "examples/**/*.yaml")
+    for p in ROOT.glob(pattern)
+)
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_fast_parser_reads_what_the_positioned_parser_reads(path: Path) -> None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        pytest.skip("not UTF-8 (a lint case)")
+    fast = fast_document(text, file="p.yaml")
+    if fast is None:  # the fast path declined; the positioned parse is used
+        return
+    assert fast.data == parse_document(text, file="p.yaml").data
+    assert fast.problems == ()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("a: 1\na: 2\n", id="duplicate-key"),
+        pytest.param("a: &x [1]\nb: *x\n", id="alias"),
+        pytest.param("a: {<<: {b: 1}}\n", id="merge-key"),
+        pytest.param("n: +15550001111\n", id="plus-number"),
+        pytest.param("a: [\n", id="syntax-error"),
+        pytest.param("- 1\n", id="not-a-mapping"),
+    ],
+)
+def test_the_fast_parser_declines_what_needs_the_positioned_parse(text: str) -> None:
+    assert fast_document(text, file="p.yaml") is None

@@ -265,6 +265,43 @@ def test_damaged_bytes(srv: InProcess, client: httpx.Client, body: bytes) -> Non
     check(srv, client, body)
 
 
+@st.composite
+def api_bodies(draw: st.DrawFn) -> tuple[str, bytes]:
+    """/v1/explain or /v1/resolve with call facts, outbound-call bodies or any JSON."""
+    path = draw(st.sampled_from(["/v1/explain", "/v1/resolve"]))
+    keys = [
+        "caller",
+        "dialled",
+        "at",
+        "tags",
+        "crm",
+        "crm_status",
+        "variables",
+        "phone_number_id",
+        "transfer",
+    ]
+    keys += ["customer", "phoneNumberId", "phoneNumber", "timestamp", "message"]
+    value = draw(st.dictionaries(st.sampled_from(keys), weird, max_size=6) | json_values)
+    return path, json.dumps(value).encode()
+
+
+@settings(SETTINGS, max_examples=100)
+@given(request=api_bodies())
+def test_explain_and_resolve_never_fail(
+    srv: InProcess, client: httpx.Client, request: tuple[str, bytes]
+) -> None:
+    path, body = request
+    headers = srv.admin() if path == "/v1/explain" else srv.auth(body)
+    response = client.post(path, content=body, headers=headers)
+    TALLY[f"{path} {response.status_code}"] += 1
+    assert response.status_code in (200, 400, 413, 422), response.text[:300]
+    data = response.json()
+    if path == "/v1/explain" and response.status_code == 200:
+        assert {"route", "target", "reply", "trace"} <= set(data)
+    if path == "/v1/resolve" and response.status_code == 200:
+        assert reply_problems("assistant-request", data) == []
+
+
 def test_the_server_still_routes_after_the_fuzz(srv: InProcess, client: httpx.Client) -> None:
     response = srv.post_webhook(client, payload("assistant-request.pstn.json"))
     assert (

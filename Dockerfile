@@ -1,0 +1,16 @@
+# vapi-router: the webhook server, non-root, policies mounted at /etc/vapi-router/policies.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY router ./router
+RUN pip install . && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin router
+COPY policies /etc/vapi-router/policies
+
+USER 10001
+EXPOSE 8000
+# Webhook auth comes from the environment (VAPI_SERVER_SECRET and/or VAPI_HMAC_SECRET,
+# ROUTER_ADMIN_TOKEN); serve refuses to start without webhook auth.
+ENTRYPOINT ["vapi-router", "serve", "/etc/vapi-router/policies", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["--workers", "2"]

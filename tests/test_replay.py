@@ -1,0 +1,126 @@
+"""replay: decisions for captured requests, and what a candidate policy would change."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from router.capture import captured, strip_secrets
+from router.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = json.loads((ROOT / "policies" / "captured" / "demo-call.json").read_text())
+
+
+def _message(caller: str | None, at: str, call_id: str) -> dict[str, object]:
+    message = json.loads(json.dumps(DEMO["message"]))
+    message["customer"]["number"] = caller
+    message["call"]["customer"]["number"] = caller
+    message["timestamp"] = at
+    message["call"]["id"] = call_id
+    return message
+
+
+CALLS = [
+    ("+14155550142", "2026-11-23T15:30:00Z", "c-vip"),  # VIP in crm.csv, office open
+    ("+14155550143", "2026-11-23T15:30:00Z", "c-plumbing"),  # plumbing tag, not vip
+    ("+15550000001", "2026-11-23T15:30:00Z", "c-spam"),
+    ("+525512345678", "2026-11-24T03:00:00Z", "c-mx"),
+    (None, "2026-11-23T15:30:00Z", "c-anon"),
+]
+
+
+@pytest.fixture
+def requests_file(tmp_path: Path) -> Path:
+    path = tmp_path / "requests.jsonl"
+    lines = [json.dumps({"captured_at": "x", "message": _message(*c)}) for c in CALLS]
+    lines += ["not json", json.dumps({"message": {"type": "status-update"}})]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def candidate(tmp_path: Path) -> Path:
+    """The bundled policy with the VIP route widened to plumbing customers."""
+    out = tmp_path / "candidate"
+    shutil.copytree(ROOT / "policies", out)
+    main_yaml = out / "main.yaml"
+    text = main_yaml.read_text()
+    assert "when: {tags: {any: [vip]}}" in text
+    main_yaml.write_text(text.replace("when: {tags: {any: [vip]}}", "when: {tags: {any: [vip, plumbing]}}"))
+    return out
+
+
+def test_replay_lists_each_decision(requests_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", str(ROOT / "policies"), "--requests", str(requests_file), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    routes = {d["call_id"]: d["route"] for d in out["decisions"]}
+    assert routes == {
+        "c-vip": "vip",
+        "c-plumbing": "intake-ab",
+        "c-spam": "block-spam",
+        "c-mx": "spanish-callers",
+        "c-anon": "intake-ab",
+    }
+    assert out["skipped"] == [
+        {"line": 6, "reason": "not JSON"},
+        {"line": 7, "reason": "not an assistant-request"},
+    ]
+
+
+def test_replay_against_counts_transitions_with_examples(
+    requests_file: Path, candidate: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["replay", str(ROOT / "policies"), "--requests", str(requests_file), "--against", str(candidate)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[:2] == [
+        "1 of 5 decisions would change",
+        "  intake-ab -> vip: 1 (e.g. c-plumbing)",
+    ]
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["changed"] == 1
+    assert out["changes"] == [{"from": "intake-ab", "to": "vip", "count": 1, "examples": ["c-plumbing"]}]
+
+
+def test_replay_of_an_invalid_candidate_exits_1(requests_file: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nroutes: []\n")
+    assert (
+        main(["replay", str(ROOT / "policies"), "--requests", str(requests_file), "--against", str(bad)]) == 1
+    )
+
+
+def test_capture_strips_credentials_and_reduces_phone_number() -> None:
+    message = _message("+14155550142", "2026-11-23T15:30:00Z", "c1")
+    message["phoneNumber"] = {
+        "id": "pn",
+        "number": "+16505550117",
+        "name": "Main",
+        "provider": "twilio",
+        "twilioAccountSid": "AC-SENTINEL",
+        "twilioAuthToken": "TOKEN-SENTINEL",
+        "server": {"url": "https://x", "secret": "S"},
+    }
+    message["call"]["credentials"] = [{"apiKey": "K-SENTINEL"}]
+    message["serverUrlSecret"] = "SECRET-SENTINEL"
+    out = captured(message)
+    assert out["phoneNumber"] == {"id": "pn", "number": "+16505550117", "name": "Main", "provider": "twilio"}
+    assert "SENTINEL" not in json.dumps(out)
+    assert out["customer"] == {"number": "+14155550142"}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param({"authorization": "x", "a": 1}, {"a": 1}, id="auth-header"),
+        pytest.param({"x": [{"token": 1, "y": 2}]}, {"x": [{"y": 2}]}, id="nested-list"),
+        pytest.param({"passwordHash": "p", "name": "n"}, {"name": "n"}, id="password"),
+    ],
+)
+def test_strip_secrets(value: object, expected: object) -> None:
+    assert strip_secrets(value) == expected
