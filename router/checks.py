@@ -5,6 +5,7 @@ CHECKS is an ordered tuple of named generators, one concern each (as yamllint's 
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import zoneinfo
@@ -24,8 +25,35 @@ from router.vapi_payloads import check_payload
 
 NUMBER_KEYS = ("caller", "dialled")
 REFS = ("caller", "dialled", "call.id", "route")
-# Nested quantifiers such as (a+)+ or (\d*)* backtrack exponentially on a near miss.
-_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*](?:[^()\\]|\\.)*\)\s*(?:[+*]|\{\d*,)")
+# The stdlib's own regex parser (private, but the same module from 3.11 on): it sees through
+# groups, so ((a)+)+ is caught as well as (a+)+.
+_sre: Any = importlib.import_module("re._parser")
+_REPEATS = frozenset({_sre.MAX_REPEAT, _sre.MIN_REPEAT, getattr(_sre, "POSSESSIVE_REPEAT", _sre.MAX_REPEAT)})
+
+
+def nested_quantifier(pattern: str) -> bool:
+    """Whether a repeat that can run many times holds a repeat of variable length, as in
+    (a+)+, ((\\d)*)* or (\\d{1,3})+: those backtrack exponentially on a near miss."""
+
+    def walk(items: Any, repeated: bool) -> bool:
+        for op, av in items:
+            if op in _REPEATS:
+                low, high, sub = av
+                if repeated and low != high:
+                    return True
+                if walk(sub, repeated or high > 1):
+                    return True
+            elif op is _sre.SUBPATTERN:
+                if walk(av[-1], repeated):
+                    return True
+            elif op is _sre.BRANCH:
+                if any(walk(branch, repeated) for branch in av[1]):
+                    return True
+            elif op in (_sre.ASSERT, _sre.ASSERT_NOT) and walk(av[1], repeated):
+                return True
+        return False
+
+    return walk(_sre.parse(pattern), False)
 
 
 @cache
@@ -345,7 +373,7 @@ def _number_mapping(w: Where, spec: dict[str, Any]) -> Iterator[PolicyError]:
         except re.error as exc:
             yield w.at("regex").error(f"invalid regex: {exc}", "bad-regex")
         else:
-            if _NESTED_QUANTIFIER.search(pattern):
+            if nested_quantifier(pattern):
                 yield w.at("regex").error(
                     "regex has a nested quantifier such as (a+)+ that can backtrack for seconds; "
                     "rewrite it without repeating a repeated group",
@@ -567,9 +595,25 @@ CHECKS: tuple[Check, ...] = (
 )
 
 
-def check(docs: Sequence[Document], *, crm_fields: frozenset[str] | None = None) -> Iterator[PolicyError]:
-    """Every semantic problem of a schema-valid policy set (duplicates across files first)."""
-    ctx = build_context(docs, crm_fields)
+def check(
+    docs: Sequence[Document], *, crm_fields: frozenset[str] | None = None, tolerant: bool = False
+) -> Iterator[PolicyError]:
+    """Every semantic problem of a policy set (duplicates across files first).
+
+    `tolerant` runs the checks on a set that already failed the schema, so one run shows
+    every problem; a check that trips over a malformed value is skipped rather than crash."""
+    try:
+        ctx = build_context(docs, crm_fields)
+    except Exception:
+        if not tolerant:
+            raise
+        return
     yield from ctx.problems
     for rule in CHECKS:
-        yield from rule(ctx)
+        try:
+            found = list(rule(ctx))
+        except Exception:
+            if not tolerant:
+                raise
+            continue
+        yield from found

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import yaml
 
+from router import phone
 from router.checks import check
 from router.compiler import compile_policy, version_of
+from router.crm import CrmFileError, FileCrm
 from router.document import Document, fast_document, parse_document
 from router.errors import PolicyError, PolicyInvalid
 from router.model import Policy
@@ -95,6 +97,15 @@ def crm_file_of(docs: Sequence[Document]) -> tuple[Document, str, Path] | None:
     return None
 
 
+def _region(docs: Sequence[Document]) -> str | None:
+    """settings.region of the set when it is a known region (else the checks report it)."""
+    for doc in docs:
+        settings = doc.data.get("settings") if isinstance(doc.data, dict) else None
+        if isinstance(settings, dict) and isinstance(settings.get("region"), str):
+            return settings["region"] if phone.is_country(settings["region"]) else None
+    return None
+
+
 def crm_columns(path: Path) -> frozenset[str]:
     """Field names an embedded CRM file offers (for ${crm.X} checks)."""
     text = path.read_text(encoding="utf-8")
@@ -135,8 +146,18 @@ def lint_texts(texts: Sequence[tuple[str, str]], *, fast: bool = True, compile: 
         if parsed is not None:
             docs.append(parsed)
     version = version_of(texts)
-    if any(p.severity == "error" for p in problems) or not docs:
-        return Loaded(tuple(docs), tuple(sorted(problems)), None, version)
+    if not docs:
+        return Loaded((), tuple(sorted(problems)), None, version)
+    if any(p.severity == "error" for p in problems):
+        # Show the semantic problems too (unknown names, bad numbers...), minus duplicates of
+        # what the schema already said about the same value.
+        seen = {(p.file, p.line, p.column) for p in problems}
+        extra = [
+            p
+            for p in check(docs, tolerant=True)
+            if p.severity == "error" and (p.file, p.line, p.column) not in seen
+        ]
+        return Loaded(tuple(docs), tuple(sorted({*problems, *extra})), None, version)
     crm_fields: frozenset[str] | None = None
     crm_path: str | None = None
     found = crm_file_of(docs)
@@ -160,6 +181,11 @@ def lint_texts(texts: Sequence[tuple[str, str]], *, fast: bool = True, compile: 
                 problems.append(
                     doc.error("/crm/file", f'crm.file "{name}" cannot be read: {exc}', "crm-file")
                 )
+            else:  # read it as the server will, so that a bad row fails lint, not the reload
+                try:
+                    FileCrm.from_path(resolved, region=_region(docs))
+                except CrmFileError as exc:
+                    problems.append(PolicyError(str(path), exc.line or 1, 1, exc.message, "crm-file"))
     problems.extend(check(docs, crm_fields=crm_fields))
     if any(p.severity == "error" for p in problems) or not compile:
         return Loaded(tuple(docs), tuple(sorted(problems)), None, version, crm_path)

@@ -61,7 +61,8 @@ def country_of(e164: str) -> str | None:
     if number is None:
         return None
     region = phonenumbers.region_code_for_number(number)
-    return region if region and region != "ZZ" else None
+    # not "ZZ" (unknown) nor "001" (non-geographic: +800 freephone, +882 networks, ...)
+    return region if region in phonenumbers.SUPPORTED_REGIONS else None
 
 
 @lru_cache(maxsize=65536)
@@ -88,4 +89,6 @@ def mask(e164: str | None) -> str:
         return "anonymous"
     if len(e164) <= 6:
         return "*" * len(e164)
+    if len(e164) < 10:  # a short number: keeping "+CCCC" too would leave nothing hidden
+        return e164[:2] + "*" * (len(e164) - 4) + e164[-2:]
     return e164[:5] + "*" * (len(e164) - 7) + e164[-2:]

@@ -158,9 +158,7 @@ def _render(doc: Document, e: ValidationError) -> Iterator[PolicyError]:
         names = [_JSON_TYPES.get(str(w), str(w)) for w in wanted]
         choice = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
         extra = ""
-        if isinstance(instance, int) and not isinstance(instance, bool) and "string" in wanted:
-            extra = " (quote it)"
-        elif isinstance(instance, bool) and "string" in wanted:
+        if isinstance(instance, int | float) and "string" in wanted:  # bool is an int too
             extra = " (quote it)"
         elif isinstance(instance, str) and {"integer", "number"} & set(wanted) and _is_number(instance):
             extra = " (remove the quotes)"

@@ -437,7 +437,9 @@ def test_body_size_limit(srv: InProcess, client: httpx.Client) -> None:
 SENTINELS = ("SENTINEL-TWILIO-TOKEN-ab12", "SENTINEL-ACCOUNT-SID-cd34", "SENTINEL-VONAGE-KEY-ef56")
 
 
-def test_decision_log(srv: InProcess, client: httpx.Client, caplog: pytest.LogCaptureFixture) -> None:
+def test_decision_log(
+    srv: InProcess, client: httpx.Client, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
     srv.records_until_marker(client)  # everything earlier is on disk now
     start = len(srv.log_records())
     ready = client.get("/readyz").json()
@@ -465,6 +467,8 @@ def test_decision_log(srv: InProcess, client: httpx.Client, caplog: pytest.LogCa
     )
     assert srv.post_webhook(client, payload("status-update.in-progress.json")).content == b"{}"
     assert srv.post_webhook(client, payload("end-of-call-report.json")).content == b"{}"
+    too_big = client.post(srv.webhook_path, content=_padded(MAX_BODY + 1), headers=srv.auth())
+    assert too_big.status_code == 413
     routed("assistant-request.iso-timestamp.json", "log-5", timestamp="2026-01-01T19:00:00Z")
 
     records = srv.records_until_marker(client)[start:]
@@ -499,7 +503,8 @@ def test_decision_log(srv: InProcess, client: httpx.Client, caplog: pytest.LogCa
         "log-5": ["assistant-request", "known-caller", None, "workflowId", "+1415*****42", "+1650*****17"],
     }
     text = srv.log_text()
-    captured = caplog.text
+    out, err = capfd.readouterr()
+    captured = caplog.text + out + err
     for secret in (*SENTINELS, SECRET, HMAC_SECRET, ADMIN_TOKEN, "4155550142", "6505550117"):
         assert secret not in text
         assert secret not in captured

@@ -282,6 +282,9 @@ def api_bodies(draw: st.DrawFn) -> tuple[str, bytes]:
     ]
     keys += ["customer", "phoneNumberId", "phoneNumber", "timestamp", "message"]
     value = draw(st.dictionaries(st.sampled_from(keys), weird, max_size=6) | json_values)
+    if path == "/v1/resolve" and draw(st.booleans()):
+        number = draw(st.sampled_from(["+14155550142", "+12125550100", "+447700900123"]) | weird)
+        value = {"customer": {"number": number}, "phoneNumberId": draw(weird), "timestamp": draw(weird)}
     return path, json.dumps(value).encode()
 
 

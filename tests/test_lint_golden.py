@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from router.cli import main
+from router.errors import PolicyError
+from router.loader import lint_texts, read_texts
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "cases"
@@ -68,3 +70,15 @@ def test_an_alias_bomb_is_refused_quickly(capsys: pytest.CaptureFixture[str]) ->
     assert time.perf_counter() - start < 1.0
     assert code == 1
     assert "[too-large]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=_id)
+def test_the_fast_path_reports_what_the_positioned_path_reports(
+    policy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    try:
+        texts = read_texts(policy.relative_to(ROOT))
+    except PolicyError:
+        pytest.skip("unreadable on purpose")
+    assert lint_texts(texts, fast=True).problems == lint_texts(texts, fast=False).problems
