@@ -10,10 +10,12 @@ from collections.abc import Callable, Sequence
 
 from bench import Row, log, render_table
 from bench.decision import run as decision
+from bench.reload import run as reload
 
 # Sections in the order they run; each returns its rows. Later sections (HTTP, reload) go here.
 SECTIONS: dict[str, Callable[[], list[Row]]] = {
     "decision": decision,
+    "reload": reload,
 }
 
 

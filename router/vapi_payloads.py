@@ -61,7 +61,30 @@ def check_payload(kind: str, value: Any) -> list[PayloadProblem]:
         for path, message, code in _explain(error, kind):
             # One missing field is reported once even when several keywords notice it.
             found.setdefault((_pointer(path), message), PayloadProblem(_pointer(path), message, code))
+    for pointer in _unsendable(value, ""):
+        found.setdefault((pointer, "unsendable"), PayloadProblem(pointer, _SIP_VERB, "vapi-unsendable"))
     return sorted(found.values(), key=lambda p: (_sort_key(p.pointer), p.message))
+
+
+# Vapi's published schema declares TransferPlan.sipVerb an object with string values, so no
+# value can pass it: a reply carrying one fails Vapi's own schema (and check_reply.py).
+_SIP_VERB = (
+    '"sipVerb" cannot be sent: Vapi\'s published schema types it as an object, so every value fails '
+    "validation; leave it out (the default is refer)"
+)
+
+
+def _unsendable(value: Any, pointer: str) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{pointer}/{key}"
+            if key == "sipVerb" and pointer.endswith("/transferPlan"):
+                yield here
+            else:
+                yield from _unsendable(item, here)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _unsendable(item, f"{pointer}/{i}")
 
 
 # --- the validator: built once --------------------------------------------------------------------

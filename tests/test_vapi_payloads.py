@@ -94,15 +94,6 @@ def problems(kind: str, value: Any) -> list[tuple[str, str, str]]:
         pytest.param(
             "destination", {"type": "sip", "sipUri": "sip:q@pbx.example.net", "message": ""}, id="sip"
         ),
-        pytest.param(
-            "destination",
-            {
-                "type": "sip",
-                "sipUri": "sip:q@pbx.example.net",
-                "transferPlan": {"mode": "blind-transfer", "sipVerb": "dial"},
-            },
-            id="sip-verb-as-string",  # the spec types it "object"; Vapi takes the string
-        ),
     ],
 )
 def test_good_payloads_have_no_problems(kind: str, value: Any) -> None:
@@ -504,11 +495,34 @@ TRANSFER_MODES = listed("""
             [
                 (
                     "/transferPlan/sipVerb",
+                    '"sipVerb" cannot be sent: Vapi\'s published schema types it as an object, so every value '
+                    "fails validation; leave it out (the default is refer)",
+                    "vapi-unsendable",
+                ),
+                (
+                    "/transferPlan/sipVerb",
                     '"sipVerb" must be one of refer, bye, dial; got "invite"',
                     "vapi-enum",
-                )
+                ),
             ],
             id="sip-verb",
+        ),
+        pytest.param(
+            "destination",
+            {
+                "type": "sip",
+                "sipUri": "sip:q@pbx.example.net",
+                "transferPlan": {"mode": "blind-transfer", "sipVerb": "dial"},
+            },
+            [
+                (
+                    "/transferPlan/sipVerb",
+                    '"sipVerb" cannot be sent: Vapi\'s published schema types it as an object, so every value '
+                    "fails validation; leave it out (the default is refer)",
+                    "vapi-unsendable",
+                )
+            ],
+            id="sip-verb-unsendable",  # every reply must pass Vapi's schema (check_reply.py)
         ),
     ],
 )
