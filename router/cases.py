@@ -17,8 +17,8 @@ from router.crm import FileCrm
 from router.document import Document, parse_document
 from router.errors import PolicyError, did_you_mean
 from router.evaluator import evaluate, evaluate_transfer
-from router.facts import facts_from_call, facts_from_message
-from router.model import Decision, Facts, Policy
+from router.facts import facts_from_call, facts_from_message, parse_time
+from router.model import CRM_STATUSES, Decision, Facts, Policy
 from router.replies import TemplateError, render
 
 
@@ -36,7 +36,7 @@ class CaseResult:
         return not self.failures
 
 
-def test_files(path: Path) -> list[Path]:
+def case_files(path: Path) -> list[Path]:
     """The case files for a policy path: NAME.test.yaml beside a file, or *.test.yaml in a directory."""
     if path.is_dir():
         return sorted(
@@ -143,11 +143,74 @@ def _case_problems(doc: Document) -> list[PolicyError]:
         for key in sorted(set(case) - set(known)):
             message = f'unknown key "{key}" in a case{did_you_mean(key, known)}'
             out.append(doc.error(f"{pointer}/{key}", message, "bad-cases", key=True))
-        if ("call" in case) == ("request" in case):
-            out.append(doc.error(pointer, "a case needs exactly one of `call` or `request`", "bad-cases"))
-        if not isinstance(case.get("expect"), dict) or not case["expect"]:
+        if "call" not in case and "request" not in case:
+            out.append(
+                doc.error(
+                    pointer, "a case needs `call:` (facts) or `request:` (a captured message)", "bad-cases"
+                )
+            )
+        out.extend(
+            _keys_problems(
+                doc, f"{pointer}/call", case.get("call"), CRM_KEYS if "request" in case else CALL_KEYS
+            )
+        )
+        expect = case.get("expect")
+        if not isinstance(expect, dict) or not expect:
             out.append(doc.error(pointer, "a case needs `expect:` with route, target or reply", "bad-cases"))
+        else:
+            out.extend(_keys_problems(doc, f"{pointer}/expect", expect, ("route", "target", "reply")))
+        call = case.get("call")
+        if isinstance(call, dict):
+            status = call.get("crm_status")
+            if status is not None and status not in CRM_STATUSES:
+                out.append(
+                    doc.error(
+                        f"{pointer}/call/crm_status",
+                        f"crm_status must be one of "
+                        f"{', '.join(CRM_STATUSES)}{did_you_mean(str(status), CRM_STATUSES)}",
+                        "bad-cases",
+                    )
+                )
+            if "at" in call and parse_time(call["at"]) is None:
+                out.append(
+                    doc.error(
+                        f"{pointer}/call/at",
+                        "`at` must be ISO 8601 with an offset, e.g. 2026-11-21T22:00:00-05:00",
+                        "bad-cases",
+                    )
+                )
     return out
+
+
+CALL_KEYS = (
+    "caller",
+    "dialled",
+    "at",
+    "tags",
+    "crm",
+    "crm_status",
+    "phone_number_id",
+    "variables",
+    "call_id",
+)
+CRM_KEYS = ("tags", "crm", "crm_status")  # with `request:`, `call:` may only add CRM facts
+
+
+def _keys_problems(doc: Document, pointer: str, value: Any, known: Sequence[str]) -> list[PolicyError]:
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return [doc.error(pointer, "must be a mapping", "bad-cases")]
+    return [
+        doc.error(
+            f"{pointer}/{key}",
+            f'unknown key "{key}"{did_you_mean(str(key), known)}; one of {", ".join(known)}',
+            "bad-cases",
+            key=True,
+        )
+        for key in value
+        if key not in known
+    ]
 
 
 def run_file(
@@ -174,6 +237,6 @@ def run_file(
 
 
 def uncovered(policy: Policy, results: Sequence[CaseResult]) -> list[str]:
-    """Route ids no case reached (for --coverage)."""
+    """Route and transfer ids no case reached (for --coverage)."""
     reached = {r.route for r in results}
-    return [r.id for r in policy.routes if r.id not in reached]
+    return [r.id for r in (*policy.routes, *policy.transfers) if r.id not in reached]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from router import report
-from router.cases import CaseResult, decide, policy_path_for, run_file, test_files, uncovered
+from router.cases import CaseResult, decide, policy_path_for, run_file, case_files, uncovered
 from router.crm import FileCrm
 from router.errors import PolicyError
 from router.evaluator import explain
@@ -65,7 +65,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     failed_to_load = False
     for path in args.paths:
         for policy_set in policy_sets(Path(path)):
-            files = test_files(policy_set)
+            files = case_files(policy_set)
             if not files and policy_set.is_dir():
                 continue
             loaded = _load_or_print(
@@ -145,6 +145,7 @@ def explain_facts(policy: Policy, args: argparse.Namespace, now: datetime) -> Fa
             call["at"] = args.at
         call["variables"] = _pairs(args.var or [], "--var")
         call["phone_number_id"] = args.phone_number_id
+        call["call_id"] = args.call_id
         facts = facts_from_call(call, region=region, now=now, crm_enabled=policy.crm is not None)
     if not given and policy.crm is not None and policy.crm.file:
         if facts.caller is None:
@@ -175,7 +176,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if loaded.policy is None:
         return 1
     facts = explain_facts(loaded.policy, args, datetime.now(UTC))
-    transfer = False
+    transfer = bool(args.transfer)
     if args.request:
         message = _read_request(args.request)
         message = message.get("message", message)
@@ -286,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crm-status", choices=("ok", "not_found", "timeout", "error", "disabled"))
     p.add_argument("--var", action="append", metavar="k=v")
     p.add_argument("--phone-number-id", metavar="ID")
+    p.add_argument("--call-id", metavar="ID", help="what an anonymous caller's split sticks to")
+    p.add_argument("--transfer", action="store_true", help="explain a transfer-destination-request")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_explain)
 

@@ -108,7 +108,7 @@ def _region(docs: Sequence[Document]) -> str | None:
 
 def crm_columns(path: Path) -> frozenset[str]:
     """Field names an embedded CRM file offers (for ${crm.X} checks)."""
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")  # spreadsheet exports start with a BOM
     if path.suffix == ".csv":
         header = next(csv.reader(io.StringIO(text)), [])
         return frozenset(h.strip() for h in header if h.strip() not in ("number", "tags", ""))

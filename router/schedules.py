@@ -316,7 +316,7 @@ def compile_schedule(name: str, raw: Mapping[str, Any], *, default_timezone: str
 def _plan(schedule: Schedule, day: date) -> tuple[tuple[_Window, ...], str | None]:
     """Windows starting on `day` and the note: closed > special > public holiday > weekly."""
     if any(a <= day <= b for a, b in schedule.closed):
-        return (), "closed"
+        return (), "closed date"
     special = schedule._special.get(day)
     if special is not None:
         return special, "special hours"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from router import cases  # not `from router.cases import test_files`: pytest would collect it
+from router import cases  # module access keeps pytest from collecting helpers
 from router.loader import lint_path, policy_files
 from router.model import Facts, Policy, Target, Template
 from router.replies import render
@@ -109,7 +109,7 @@ def test_lints_clean(path: Path) -> None:
 
 @pytest.mark.parametrize("path", POLICY_SETS)
 def test_cases_pass_and_reach_every_route(path: Path) -> None:
-    files = cases.test_files(path)
+    files = cases.case_files(path)
     assert files, f"{path} has no *.test.yaml"
     reached: set[str | None] = set()
     failures: list[str] = []

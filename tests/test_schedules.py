@@ -155,7 +155,7 @@ SUPPORT = {
             DayHours(date(2026, 11, 27), ("09:00-12:30", "13:30-18:00"), None),
             id="day-after-is-weekly",
         ),
-        pytest.param(date(2026, 12, 24), DayHours(date(2026, 12, 24), (), "closed"), id="closed-date"),
+        pytest.param(date(2026, 12, 24), DayHours(date(2026, 12, 24), (), "closed date"), id="closed-date"),
         pytest.param(date(2026, 12, 31), DayHours(date(2026, 12, 31), (), "closed"), id="range-first-day"),
         pytest.param(
             date(2027, 1, 1), DayHours(date(2027, 1, 1), (), "closed"), id="range-last-day-beats-holiday"
@@ -214,7 +214,7 @@ def test_format_hours() -> None:
     s = compile_schedule("support-hours", SUPPORT, default_timezone="UTC")
     assert format_hours(s, effective_hours(s, date(2026, 12, 24), 5)) == (
         "support-hours (times in America/New_York)\n"
-        "Thu 2026-12-24  closed (closed)\n"
+        "Thu 2026-12-24  closed (closed date)\n"
         "Fri 2026-12-25  closed (Christmas Day)\n"
         "Sat 2026-12-26  closed (special hours)\n"
         "Sun 2026-12-27  10:00-12:00 (special hours)\n"

@@ -495,7 +495,8 @@ TRANSFER_MODES = listed("""
             [
                 (
                     "/transferPlan/sipVerb",
-                    '"sipVerb" cannot be sent: Vapi\'s published schema types it as an object, so every value '
+                    '"sipVerb" cannot be sent: Vapi\'s published schema types it as an object, '
+                    "so every value "
                     "fails validation; leave it out (the default is refer)",
                     "vapi-unsendable",
                 ),
@@ -517,7 +518,8 @@ TRANSFER_MODES = listed("""
             [
                 (
                     "/transferPlan/sipVerb",
-                    '"sipVerb" cannot be sent: Vapi\'s published schema types it as an object, so every value '
+                    '"sipVerb" cannot be sent: Vapi\'s published schema types it as an object, '
+                    "so every value "
                     "fails validation; leave it out (the default is refer)",
                     "vapi-unsendable",
                 )
