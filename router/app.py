@@ -111,7 +111,10 @@ class Server:
         if self.capture is not None and not transfer:
             self.capture.write(message)
         if self.shadow is not None and self.shadow.live is not None:
-            await self._shadow(message, outcome, started, transfer)
+            # After the reply, never before it: a shadow CRM lookup must not delay the caller.
+            task = asyncio.create_task(self._shadow(message, outcome, time.perf_counter(), transfer))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         elapsed = time.perf_counter() - started
         self._record(kind, message, outcome, live.policy.version, elapsed)
         return json_response(outcome.body)
@@ -228,7 +231,7 @@ class Server:
         try:
             yield
         finally:
-            for t in tasks:
+            for t in [*tasks, *self._background]:
                 t.cancel()
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -241,6 +244,7 @@ class Server:
             self.decision_log.close()
 
     startup_hooks: list[Callable[[Server], Any]] = field(default_factory=list)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 def _call_id(message: Mapping[str, Any]) -> str | None:
