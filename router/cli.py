@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from router import report
-from router.cases import CaseResult, decide, policy_path_for, run_file, case_files, uncovered
+from router.cases import CaseResult, case_files, decide, policy_path_for, run_file, uncovered
 from router.crm import FileCrm
 from router.errors import PolicyError
 from router.evaluator import explain
