@@ -124,3 +124,29 @@ def test_capture_strips_credentials_and_reduces_phone_number() -> None:
 )
 def test_strip_secrets(value: object, expected: object) -> None:
     assert strip_secrets(value) == expected
+
+
+def test_a_capture_from_the_running_server_replays_to_the_same_decisions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from serverutil import InProcess  # the real server (uvicorn on 127.0.0.1)
+
+    policy_dir = tmp_path / "policy"
+    shutil.copytree(ROOT / "policies", policy_dir)
+    srv = InProcess(policy_dir, (policy_dir / "main.yaml").read_text(), capture=True)
+    (policy_dir / "main.yaml").unlink()  # InProcess wrote the same text to policy.yaml
+    with srv, srv.client() as client:
+        for caller, at, call_id in CALLS:
+            message = {"message": _message(caller, at, call_id)}
+            message["message"]["phoneNumber"]["twilioAuthToken"] = "TOKEN-SENTINEL"  # type: ignore[index]
+            assert srv.post_webhook(client, message).status_code == 200
+        live = srv.wait_log(lambda r: r.get("call_id") == "c-anon")
+    assert srv.capture_path is not None
+    text = srv.capture_path.read_text()
+    assert "TOKEN-SENTINEL" not in text and srv.auth(b"")["x-vapi-secret"] not in text
+    assert main(["replay", str(policy_dir), "--requests", str(srv.capture_path), "--json"]) == 0
+    replayed = {d["call_id"]: d["route"] for d in json.loads(capsys.readouterr().out)["decisions"]}
+    assert replayed == {r["call_id"]: r["route"] for r in live}
