@@ -17,6 +17,7 @@ import orjson
 from router import phone
 from router.document import Document, pointer_of
 from router.model import (
+    TARGET_KINDS,
     All,
     Always,
     Anonymous,
@@ -49,17 +50,7 @@ from router.model import (
 from router.schedules import Schedule, compile_schedule
 
 TEMPLATE = re.compile(r"\$\{([^}]*)\}")
-PRIMARY = (
-    "assistantId",
-    "assistant",
-    "squadId",
-    "squad",
-    "workflowId",
-    "workflow",
-    "destination",
-    "error",
-    "split",
-)
+PRIMARY = (*TARGET_KINDS, "split")
 
 
 def as_list(value: Any) -> list[Any]:
@@ -297,9 +288,16 @@ class Compiler:
         for name in self.set.targets:
             self.named_target(name)
         crm = self.crm()
+        reads: dict[int, bool] = {}  # routes share named targets: test each one once
+
+        def target_reads(t: Target) -> bool:
+            if id(t) not in reads:
+                reads[id(t)] = _target_reads_crm(t)
+            return reads[id(t)]
+
         needs_crm = crm is not None and (
-            any(_reads_crm(r.when) or _target_reads_crm(r.then) for r in (*routes, *transfers))
-            or _target_reads_crm(default)
+            any(_reads_crm(r.when) or target_reads(r.then) for r in (*routes, *transfers))
+            or target_reads(default)
         )
         return Policy(
             version=version,
