@@ -160,7 +160,18 @@ def _case_problems(doc: Document) -> list[PolicyError]:
         else:
             out.extend(_keys_problems(doc, f"{pointer}/expect", expect, ("route", "target", "reply")))
         call = case.get("call")
+        if "call" in case and call is None:
+            out.append(
+                doc.error(f"{pointer}/call", "`call:` is empty; give caller, dialled, ...", "bad-cases")
+            )
         if isinstance(call, dict):
+            for key, kind, name in (
+                ("tags", list, "a list"),
+                ("crm", dict, "a mapping"),
+                ("variables", dict, "a mapping"),
+            ):
+                if call.get(key) is not None and not isinstance(call[key], kind):
+                    out.append(doc.error(f"{pointer}/call/{key}", f"`{key}` must be {name}", "bad-cases"))
             status = call.get("crm_status")
             if status is not None and status not in CRM_STATUSES:
                 out.append(

@@ -47,7 +47,7 @@ def cases_text(results: Sequence[CaseResult], uncovered: Sequence[str] | None = 
     if uncovered is not None:
         if uncovered:
             lines.append(f"routes no case reaches ({len(uncovered)}): {', '.join(uncovered)}")
-        else:
+        elif results:  # no results at all: no policy loaded, so no claim about its routes
             lines.append("every route is reached by a case")
     return "\n".join(lines)
 

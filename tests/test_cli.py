@@ -64,11 +64,18 @@ GOLDEN = [
         1,
         id="lint-text-two-files",
     ),
-    pytest.param("lint-json", ["lint", "--format", "json", "tests/cases/invalid/unknown-list.yaml"], 1, id="lint-json"),
     pytest.param(
-        "lint-github", ["lint", "--format", "github", "tests/cases/invalid/unknown-list.yaml"], 1, id="lint-github"
+        "lint-json", ["lint", "--format", "json", "tests/cases/invalid/unknown-list.yaml"], 1, id="lint-json"
     ),
-    pytest.param("lint-strict", ["lint", "--strict", "tests/cases/invalid/unused-names.yaml"], 1, id="lint-strict"),
+    pytest.param(
+        "lint-github",
+        ["lint", "--format", "github", "tests/cases/invalid/unknown-list.yaml"],
+        1,
+        id="lint-github",
+    ),
+    pytest.param(
+        "lint-strict", ["lint", "--strict", "tests/cases/invalid/unused-names.yaml"], 1, id="lint-strict"
+    ),
     pytest.param("lint-clean", ["lint", "policies", OFFICE, FAILING], 0, id="lint-clean"),
     pytest.param("lint-clean-json", ["lint", "--format", "json", OFFICE], 0, id="lint-clean-json"),
     pytest.param("explain-text", ["explain", OFFICE, *CALL, *THANKSGIVING], 0, id="explain-text"),
@@ -81,18 +88,42 @@ GOLDEN = [
     ),
     pytest.param(
         "explain-tags",
-        ["explain", OFFICE, "--caller", "+14155550199", "--dialled", "+16505550117", *THANKSGIVING, "--tags", "a,vip"],
+        [
+            "explain",
+            OFFICE,
+            "--caller",
+            "+14155550199",
+            "--dialled",
+            "+16505550117",
+            *THANKSGIVING,
+            "--tags",
+            "a,vip",
+        ],
         0,
         id="explain-tags",
     ),
     pytest.param(
         "explain-crm",
-        ["explain", OFFICE, *CALL, *MONDAY_10AM, "--crm", "tier=gold", "--crm", "name=Ana", "--crm-status", "ok"],
+        [
+            "explain",
+            OFFICE,
+            *CALL,
+            *MONDAY_10AM,
+            "--crm",
+            "tier=gold",
+            "--crm",
+            "name=Ana",
+            "--crm-status",
+            "ok",
+        ],
         0,
         id="explain-crm-fields",
     ),
     pytest.param(
-        "explain-crm-status", ["explain", OFFICE, *CALL, "--crm-status", "timeout", "--json"], 0, id="explain-crm-status"
+        "explain-crm-status",
+        ["explain", OFFICE, *CALL, "--crm-status", "timeout", "--json"],
+        0,
+        id="explain-crm-status",
     ),
     pytest.param(
         "explain-var",
@@ -117,9 +148,14 @@ GOLDEN = [
     pytest.param("test-json", ["test", FAILING, "--format", "json", "--coverage"], 1, id="test-json"),
     pytest.param("test-junit", ["test", OFFICE, FAILING, "--format", "junit"], 1, id="test-junit"),
     pytest.param(
-        "hours-holidays", ["hours", OFFICE, "office", "--from", "2026-12-21", "--days", "14"], 0, id="hours-holidays"
+        "hours-holidays",
+        ["hours", OFFICE, "office", "--from", "2026-12-21", "--days", "14"],
+        0,
+        id="hours-holidays",
     ),
-    pytest.param("hours-thanksgiving", ["hours", "policies", "office", "--from", "2026-11-23"], 0, id="hours-main"),
+    pytest.param(
+        "hours-thanksgiving", ["hours", "policies", "office", "--from", "2026-11-23"], 0, id="hours-main"
+    ),
 ]
 
 
@@ -131,7 +167,9 @@ def _check_golden(name: str, out: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "argv", "code"), GOLDEN)
-def test_output_matches_golden(name: str, argv: list[str], code: int, capsys: pytest.CaptureFixture[str]) -> None:
+def test_output_matches_golden(
+    name: str, argv: list[str], code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     got, out, err = run(argv, capsys)
     _check_golden(name, out)
     assert (got, err) == (code, "")
@@ -234,7 +272,9 @@ def test_lint_github_escapes_newlines_and_percent(tmp_path: Path, capsys: pytest
     ("argv", "code"),
     [
         pytest.param(["lint", "tests/cases/invalid/unused-names.yaml"], 0, id="warnings-pass"),
-        pytest.param(["lint", "--strict", "tests/cases/invalid/unused-names.yaml"], 1, id="strict-warnings-fail"),
+        pytest.param(
+            ["lint", "--strict", "tests/cases/invalid/unused-names.yaml"], 1, id="strict-warnings-fail"
+        ),
         pytest.param(["lint", "--strict", "policies"], 0, id="strict-clean-passes"),
         pytest.param(["lint", "tests/cases/invalid/unknown-target.yaml"], 1, id="errors-fail"),
         pytest.param(["lint", "policies", "tests/cases/invalid/unknown-target.yaml"], 1, id="any-path-fails"),
@@ -270,7 +310,9 @@ def test_lint_a_missing_path_says_so(capsys: pytest.CaptureFixture[str]) -> None
         pytest.param(["explain", OFFICE, *CALL, "--at", "yesterday"], id="explain-bad-time"),
         pytest.param(["explain", OFFICE, *CALL, "--crm-status", "down"], id="explain-bad-crm-status"),
         pytest.param(["explain", OFFICE, "--request", "no/such/request.json"], id="explain-missing-request"),
-        pytest.param(["explain", OFFICE, "--request", "tests/cases/cli/office/crm.csv"], id="explain-request-not-json"),
+        pytest.param(
+            ["explain", OFFICE, "--request", "tests/cases/cli/office/crm.csv"], id="explain-request-not-json"
+        ),
         pytest.param(["hours", OFFICE], id="hours-without-schedule"),
         pytest.param(["hours", OFFICE, "ofice"], id="hours-unknown-schedule"),
         pytest.param(["hours", OFFICE, "office", "--from", "21/12/2026"], id="hours-bad-date"),
@@ -279,7 +321,9 @@ def test_lint_a_missing_path_says_so(capsys: pytest.CaptureFixture[str]) -> None
         pytest.param(["schema", "extra"], id="schema-with-argument"),
     ],
 )
-def test_usage_errors_exit_2_with_a_message_on_stderr(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors_exit_2_with_a_message_on_stderr(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, err = run(argv, capsys)
     assert code == 2
     assert out == ""
@@ -302,6 +346,7 @@ def test_explain_usage_messages_name_the_flag(capsys: pytest.CaptureFixture[str]
         pytest.param(["explain", BROKEN, *CALL, "--json"], id="explain-json"),
         pytest.param(["test", BROKEN], id="test"),
         pytest.param(["test", f"{BROKEN}/broken.yaml"], id="test-file"),
+        pytest.param(["test", BROKEN, "--coverage"], id="test-coverage"),
         pytest.param(["hours", BROKEN, "office"], id="hours"),
     ],
 )
@@ -315,6 +360,7 @@ def test_a_policy_that_fails_lint_exits_1_with_the_problems_on_stderr(
         '"front_desk"?) [unknown-target]\n1 error, 0 warnings\n'
     )
     assert "front-desk" not in out
+    assert "every route is reached" not in out
 
 
 def test_explain_json_shape_for_flags(capsys: pytest.CaptureFixture[str]) -> None:
@@ -327,7 +373,8 @@ def test_explain_json_shape_for_flags(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_explain_default_has_no_route_and_a_full_trace(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(
-        ["explain", OFFICE, "--caller", "+442079460000", "--dialled", "+16505550117", *MONDAY_10AM, "--json"], capsys
+        ["explain", OFFICE, "--caller", "+442079460000", "--dialled", "+16505550117", *MONDAY_10AM, "--json"],
+        capsys,
     )
     data = json.loads(out)
     _assert_explain_shape(data)
@@ -372,17 +419,55 @@ def test_test_coverage_lists_routes_no_case_reaches(capsys: pytest.CaptureFixtur
     assert (data["passed"], data["failed"]) == (9, 0)
 
 
-def test_test_a_case_file_with_problems_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("case", "lines"),
+    [
+        pytest.param(
+            "call:\n    expect: {route: default}",
+            ["p.test.yaml:3:10: error: `call:` is empty; give caller, dialled, ... [bad-cases]"],
+            id="empty-call",
+        ),
+        pytest.param(
+            "call: {caller: '+14155550142', tags: vip, crm: gold}\n    expect: {route: default}",
+            [
+                "p.test.yaml:3:42: error: `tags` must be a list [bad-cases]",
+                "p.test.yaml:3:52: error: `crm` must be a mapping [bad-cases]",
+            ],
+            id="wrong-shapes",
+        ),
+        pytest.param(
+            "call: {caler: '+14155550142'}\n    expect: {rout: default}",
+            [
+                'p.test.yaml:3:12: error: unknown key "caler" (did you mean "caller"?); one of caller, '
+                "dialled, "
+                "at, tags, crm, crm_status, phone_number_id, variables, call_id [bad-cases]",
+                'p.test.yaml:4:14: error: unknown key "rout" (did you mean "route"?); one of route, '
+                "target, reply "
+                "[bad-cases]",
+            ],
+            id="misspelt-keys-do-not-pass-silently",
+        ),
+        pytest.param(
+            "expct: {route: default}",
+            [
+                "p.test.yaml:2:5: error: a case needs `call:` (facts) or `request:` (a captured message) "
+                "[bad-cases]",
+                "p.test.yaml:2:5: error: a case needs `expect:` with route, target or reply [bad-cases]",
+                'p.test.yaml:3:5: error: unknown key "expct" in a case (did you mean "expect"?) [bad-cases]',
+            ],
+            id="misspelt-expect",
+        ),
+    ],
+)
+def test_test_case_files_are_checked_before_they_run(
+    case: str, lines: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "p.yaml").write_text('version: 1\ndefault: {error: "Sorry."}\n')
-    (tmp_path / "p.test.yaml").write_text("cases:\n  - name: x\n    expct: {route: default}\n")
-    code, _, err = run(["test", str(tmp_path)], capsys)
-    assert code == 1
-    assert err.splitlines() == [
-        f"{tmp_path}/p.test.yaml:2:5: error: a case needs `expect:` with route, target or reply [bad-cases]",
-        f"{tmp_path}/p.test.yaml:2:5: error: a case needs exactly one of `call` or `request` [bad-cases]",
-        f'{tmp_path}/p.test.yaml:3:5: error: unknown key "expct" in a case (did you mean "expect"?) [bad-cases]',
-        "3 errors, 0 warnings",
-    ]
+    (tmp_path / "p.test.yaml").write_text(f"cases:\n  - name: x\n    {case}\n")
+    code, out, err = run(["test", str(tmp_path)], capsys)
+    assert (code, out) == (1, "0 cases, 0 passed, 0 failed\n")
+    summary = f"{len(lines)} error{'s' * (len(lines) != 1)}, 0 warnings"
+    assert err.replace(f"{tmp_path}/", "").splitlines() == [*lines, summary]
 
 
 def test_hours_names_the_holidays(capsys: pytest.CaptureFixture[str]) -> None:
