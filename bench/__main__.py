@@ -9,13 +9,17 @@ import sys
 from collections.abc import Callable, Sequence
 
 from bench import Row, log, render_table
+from bench.deadline import run as deadline
 from bench.decision import run as decision
+from bench.http import run as http
 from bench.reload import run as reload
 
 # Sections in the order they run; each returns its rows. Later sections (HTTP, reload) go here.
 SECTIONS: dict[str, Callable[[], list[Row]]] = {
     "decision": decision,
     "reload": reload,
+    "http": http,
+    "deadline": deadline,
 }
 
 

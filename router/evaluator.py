@@ -68,13 +68,13 @@ def candidates(index: RouteIndex, facts: Facts) -> Iterable[int]:
         found.append(x)
     if len(found) <= 1:
         return found[0] if found else ()
+    if sum(map(len, found)) > _MERGE_ABOVE:
+        return heapq.merge(*found)
     merged: list[int] = []
     for x in found:
         merged += x
-    if len(merged) <= _MERGE_ABOVE:
-        merged.sort()  # timsort merges the sorted runs
-        return merged
-    return heapq.merge(*found)
+    merged.sort()  # timsort merges the sorted runs
+    return merged
 
 
 def first_match(routes: Sequence[Route], index: RouteIndex, facts: Facts) -> Decision | None:

@@ -17,7 +17,8 @@ from router.model import CrmStatus, Facts
 
 def _get(obj: Any, *path: str) -> Any:
     for key in path:
-        if not isinstance(obj, Mapping):
+        # `type(...) is dict` first: parsed JSON is plain dicts, and the ABC check costs more
+        if type(obj) is not dict and not isinstance(obj, Mapping):
             return None
         obj = obj.get(key)
     return obj
@@ -67,32 +68,47 @@ def parse_time(value: Any) -> datetime | None:
 
 def _plausible(at: datetime) -> datetime | None:
     # far-off years would overflow when a schedule converts them to its zone
-    return at if 1900 <= at.astimezone(UTC).year <= 2999 else None
+    year = at.year if at.tzinfo is UTC else at.astimezone(UTC).year
+    return at if 1900 <= year <= 2999 else None
 
 
 def caller_text(message: Mapping[str, Any]) -> str | None:
     return _text(_get(message, "customer", "number")) or _text(_get(message, "call", "customer", "number"))
 
 
-def facts_from_message(message: Mapping[str, Any], *, region: str | None, now: datetime) -> Facts:
-    """Facts of a Vapi server message (`body["message"]`); `now` only when it has no timestamp."""
-    raw_caller = caller_text(message)
-    raw_dialled = _text(_get(message, "phoneNumber", "number"))
-    variables_raw = _get(message, "call", "assistantOverrides", "variableValues")
+def facts_from_message(
+    message: Mapping[str, Any], *, region: str | None, now: datetime, crm_enabled: bool | None = None
+) -> Facts:
+    """Facts of a Vapi server message (`body["message"]`); `now` only when it has no timestamp.
+
+    `crm_enabled` None leaves crm_status unset; False makes it "disabled"; True leaves it
+    unset for the lookup, except "not_found" for an anonymous caller (nothing to look up)."""
+    call = _get(message, "call")  # each path below from `call` is the same as from `message`
+    number = _get(message, "phoneNumber")
+    raw_caller = _text(_get(message, "customer", "number")) or _text(_get(call, "customer", "number"))
+    raw_dialled = _text(_get(number, "number"))
+    variables_raw = _get(call, "assistantOverrides", "variableValues")
     variables: dict[str, str] = {}
     if isinstance(variables_raw, Mapping):
         for k, v in variables_raw.items():
             text = scalar_text(v)
             if isinstance(k, str) and text is not None:
                 variables[k] = text
-    pnid = _text(_get(message, "call", "phoneNumberId")) or _text(_get(message, "phoneNumber", "id"))
+    pnid = _text(_get(call, "phoneNumberId")) or _text(_get(number, "id"))
+    caller = phone.normalise(raw_caller, region) if raw_caller else None
+    status: CrmStatus | None = None
+    if crm_enabled is False:
+        status = "disabled"
+    elif crm_enabled and caller is None:
+        status = "not_found"
     return Facts(
-        caller=phone.normalise(raw_caller, region) if raw_caller else None,
+        caller=caller,
         dialled=phone.normalise(raw_dialled, region) if raw_dialled else None,
         at=parse_time(message.get("timestamp")) or now,
         phone_number_id=pnid,
-        call_id=_text(_get(message, "call", "id")),
+        call_id=_text(_get(call, "id")),
         variables=variables,
+        crm_status=status,
     )
 
 

@@ -532,8 +532,8 @@ class RouteIndex:
     tag_routes: tuple[int, ...]
     schedules: ScheduleRoutes
     always: tuple[int, ...]
-    residual: tuple[Condition | None, ...] = ()
-    decisions: tuple[Decision, ...] = ()
+    residual: tuple[Condition | None, ...]
+    decisions: tuple[Decision, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,8 @@ _TYPE_NAMES: dict[int, str] = {
     PhoneNumberType.UNKNOWN: "unknown",
 }
 NUMBER_TYPES: tuple[str, ...] = tuple(sorted(set(_TYPE_NAMES.values())))
-# Withheld caller ids arrive as words, not numbers, depending on the carrier.
 _MAX_TEXT = 64  # longer than any written phone number, spaces and punctuation included
+# Withheld caller ids arrive as words, not numbers, depending on the carrier.
 _ANONYMOUS_WORDS = frozenset({"", "anonymous", "restricted", "private", "unknown", "unavailable", "withheld"})
 
 

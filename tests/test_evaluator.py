@@ -256,13 +256,15 @@ ORDERED = load(
     policy_text(
         [
             '{id: blocked, when: {caller: {in: blocked}}, then: {error: "Sorry."}}',
-            '{id: main-after-hours, when: {dialled: "+16505550117", outside: office}, then: {assistantId: b}}',
+            '{id: main-after-hours, when: {dialled: "+16505550117", outside: office},'
+            " then: {assistantId: b}}",
             '{id: uk, when: {caller: "+44*"}, then: {assistantId: c}}',
             '{id: main, when: {dialled: "+16505550117"}, then: {assistantId: d}}',
             '{id: bay-area, when: {caller: "+1415*"}, then: {assistantId: e}}',
         ],
         transfers=[
-            '{id: t-uk, when: {caller: "+44*"}, then: {destination: {type: number, number: "+442079460000"}}}',
+            '{id: t-uk, when: {caller: "+44*"},'
+            ' then: {destination: {type: number, number: "+442079460000"}}}',
             '{id: t-office, when: {during: office}, then: {error: "Nobody is free."}}',
         ],
     )
@@ -373,7 +375,7 @@ def test_pending_decision_has_no_route_nor_target() -> None:
     d = evaluate(CRM_POLICY, facts(crm_status=None, dialled=None))
     assert d == Decision(None, None, needs_crm=True)
     traced = explain(CRM_POLICY, facts(crm_status=None, dialled=None))
-    assert [(s.route, s.matched) for s in traced.trace] == [("main", False), ("uk-vip", False)]
+    assert [(s.route, s.matched) for s in traced.trace] == [(r, False) for r in ("main", "uk-vip", "vip")]
     assert traced.trace[-1].reason == "needs the CRM lookup first"
 
 
@@ -391,6 +393,21 @@ def test_call_facts_are_tested_before_crm_facts(when: str) -> None:
         policy_text([f"{{id: r, when: {when}, then: {{assistantId: a}}}}", "{id: s, then: {assistantId: b}}"])
     )
     assert decide(policy, facts(crm_status=None, dialled="+12125550100", caller=MX)) == ("s", False)
+
+
+def test_pending_facts_reach_a_tag_route_behind_one_whose_call_facts_fail() -> None:
+    policy = load(
+        policy_text(
+            [
+                "{id: sip-vip, when: {tags: [vip], variables: {line: sip}}, then: {assistantId: a}}",
+                "{id: gold, when: {tags: {all: [gold, a]}}, then: {assistantId: b}}",
+                "{id: rest, then: {assistantId: c}}",
+            ]
+        )
+    )
+    assert decide(policy, facts(crm_status=None)) == (None, True)
+    assert decide(policy, facts(crm_status="ok", tags=("a", "gold"))) == ("gold", False)
+    assert decide(policy, facts(crm_status="ok", tags=("vip",))) == ("rest", False)
 
 
 # -- the key property: index == scan == explain ----------------------------------------------
@@ -443,20 +460,21 @@ def generated_policy(seed: int, size: int) -> Policy:
     rng = random.Random(seed)
     keys = list(ATOMS)
     chosen: list[dict[str, str]] = []
-    while len(chosen) < size:
-        picked = rng.sample(keys, rng.choice((1, 1, 1, 2, 2, 3)))
+    for _ in range(size * 20):  # bounded: late draws are mostly shadowed
+        if len(chosen) == size:
+            break
+        picked = rng.sample(keys, rng.choice((1, 2, 2, 3, 3)))
         if "during" in picked and "outside" in picked:
             continue
+        if not {"caller", "dialled", "phone_number_id"} & set(picked) and rng.random() < 0.8:
+            picked.append(rng.choice(("caller", "dialled", "phone_number_id")))  # mostly narrow routes
         when = {k: rng.choice(ATOMS[k]) for k in picked}
         if any(prior.items() <= when.items() for prior in chosen):
             continue
         chosen.append(when)
-    routes = [
-        "{id: r%d, when: {%s}, then: {assistantId: a%d}}"
-        % (i, ", ".join(f"{k}: {v}" for k, v in w.items()), i)
-        for i, w in enumerate(chosen)
-    ]
-    if seed % 2:
+    conditions = [", ".join(f"{k}: {v}" for k, v in w.items()) for w in chosen]
+    routes = [f"{{id: r{i}, when: {{{c}}}, then: {{assistantId: a{i}}}}}" for i, c in enumerate(conditions)]
+    if seed % 3 == 0:
         routes.append("{id: last, then: {assistantId: z}}")
     text = policy_text(routes)
     for name in set(SCHEDULES) | set(LISTS):  # name every schedule and list, so none is unused
