@@ -78,6 +78,23 @@ class Metrics:
             registry=r,
         )
         self._version: str | None = None
+        # labelled children by label values: .labels() validates and locks on every call
+        self._decided: dict[tuple[str, str], Counter] = {}
+        self._looked_up: dict[str, Counter] = {}
+
+    def count_decision(self, route: str, outcome: str) -> None:
+        """router_decisions_total{route, outcome} += 1."""
+        child = self._decided.get((route, outcome))
+        if child is None:
+            child = self._decided[(route, outcome)] = self.decisions.labels(route, outcome)
+        child.inc()
+
+    def count_crm_lookup(self, status: str) -> None:
+        """router_crm_lookups_total{status} += 1."""
+        child = self._looked_up.get(status)
+        if child is None:
+            child = self._looked_up[status] = self.crm_lookups.labels(status)
+        child.inc()
 
     def set_version(self, version: str) -> None:
         if self._version is not None and self._version != version:

@@ -7,27 +7,33 @@ Options travel to the app factory through one environment variable so that `--wo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from starlette.applications import Starlette
 
 from router.app import Server, create_app
 from router.auth import AuthConfig, AuthConfigError
 from router.capture import Capture
 from router.decisionlog import DecisionLog
-from router.loader import lint_path
+from router.loader import Loaded, lint_path
 from router.report import problems_text
 from router.store import PolicyStore
 from router.watcher import install_sighup, watch
 
 ENV = "VAPI_ROUTER_SERVE"
+log = logging.getLogger("router.serve")
+# What run() checked, for app_factory in the same process (one worker): load a large set once.
+_checked: dict[str, Loaded] = {}
 
 
 @dataclass(frozen=True)
@@ -72,21 +78,32 @@ async def _sighup(server: Server) -> None:
         remove()
 
 
+def configure_logging() -> None:
+    """Reload outcomes and fallbacks at INFO on stderr; also in each --workers process, which
+    starts a fresh interpreter (a no-op where logging is configured already)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
 def app_factory() -> Starlette:
     """uvicorn's factory: rebuilds the app from $VAPI_ROUTER_SERVE in each worker."""
     options = ServeOptions(**json.loads(os.environ[ENV]))
+    if options.workers > 1:
+        configure_logging()
+    # Until the app installs its SIGHUP handler, a SIGHUP would end this worker.
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     server = build_server(options)
-    server.store.load_now()
-    if server.shadow is not None:
-        server.shadow.load_now()
+    server.store.load_now(_checked.pop(options.policy, None))
+    if server.shadow is not None and options.shadow is not None:
+        server.shadow.load_now(_checked.pop(options.shadow, None))
     return create_app(server, path=options.path)
 
 
 def run(options: ServeOptions) -> int:
     """Validate, then serve until stopped. Exit 3: invalid policy; 2: auth not configured."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging()
     try:
         auth = AuthConfig.from_env(os.environ)
     except AuthConfigError as exc:
@@ -105,6 +122,7 @@ def run(options: ServeOptions) -> int:
             print(problems_text(loaded.problems), file=sys.stderr)
             print(f"vapi-router serve: the policy at {path} is invalid; not starting", file=sys.stderr)
             return 3
+        _checked[path] = loaded
     os.environ[ENV] = json.dumps(options.__dict__)
     if options.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vapi-router-metrics-")
@@ -113,8 +131,6 @@ def run(options: ServeOptions) -> int:
         f"({auth.describe()}; {options.workers} worker{'s' * (options.workers > 1)})",
         file=sys.stderr,
     )
-    import uvicorn
-
     kwargs: dict[str, Any] = dict(
         host=options.host,
         port=options.port,
@@ -126,5 +142,27 @@ def run(options: ServeOptions) -> int:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
-    uvicorn.run("router.serve:app_factory", **kwargs)
+    if options.workers > 1:
+        config = uvicorn.Config("router.serve:app_factory", **kwargs)
+        _supervise_workers(config)
+    else:
+        uvicorn.run("router.serve:app_factory", **kwargs)
     return 0
+
+
+def _supervise_workers(config: uvicorn.Config) -> None:
+    """uvicorn's worker supervisor, except that SIGHUP makes every worker reload its policy in
+    place, as one worker does: each keeps its last good policy if the new one is invalid.
+    uvicorn's own SIGHUP replaces the workers, and a fresh worker has no good policy to keep:
+    after an invalid edit it would answer every call with "no policy is loaded"."""
+    from uvicorn.supervisors.multiprocess import Multiprocess
+
+    class Workers(Multiprocess):
+        def handle_hup(self) -> None:
+            log.info("SIGHUP: every worker reloads its policy")
+            for process in self.processes:
+                if process.pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(process.pid, signal.SIGHUP)
+
+    Workers(config, sockets=[config.bind_socket()]).run()

@@ -16,11 +16,11 @@ from typing import Any
 
 import orjson
 
-from router.crm import CrmRecord
+from router.crm import CrmRecord, FileCrm
 from router.evaluator import evaluate, evaluate_transfer
 from router.facts import facts_from_message
 from router.model import Decision, Facts, Policy
-from router.replies import render
+from router.replies import choose, render
 from router.store import Live
 
 log = logging.getLogger("router.service")
@@ -53,17 +53,18 @@ class Outcome:
 
 
 def base_facts(policy: Policy, message: Mapping[str, Any]) -> Facts:
-    facts = facts_from_message(message, region=policy.settings.region, now=datetime.now(UTC))
-    if policy.crm is None:
-        return replace(facts, crm_status="disabled")
-    if facts.caller is None:
-        # No number, nothing to look up: an anonymous caller is simply not in the CRM.
-        return replace(facts, crm_status="not_found")
-    return facts
+    # crm_status "disabled" without a CRM; for an anonymous caller "not_found": no number,
+    # nothing to look up, an anonymous caller is simply not in the CRM.
+    return facts_from_message(
+        message, region=policy.settings.region, now=datetime.now(UTC), crm_enabled=policy.crm is not None
+    )
 
 
 async def _lookup(live: Live, facts: Facts, deadline: float) -> tuple[Facts, CrmRecord]:
     assert live.crm is not None and facts.caller is not None
+    if type(live.crm) is FileCrm:  # in memory, never waits: no timer to arm (lookup() is get())
+        record = live.crm.get(facts.caller)
+        return replace(facts, crm_status=record.status, tags=record.tags, crm=dict(record.fields)), record
     remaining = deadline - time.perf_counter() - MARGIN_S
     started = time.perf_counter()
     try:
@@ -103,8 +104,12 @@ async def decide(
         target = decision.target
         if target is None:  # a transfer-destination-request no route takes
             return _outcome(b"{}", "none", None, None, facts, record, eval_ns, None)
-        reply, leaf = render(target, facts, route or "default")
-        body = leaf.prepared if leaf.prepared is not None else orjson.dumps(reply)
+        leaf = choose(target, facts)
+        if leaf.prepared is not None:  # no template: the reply was encoded at compile time
+            body = leaf.prepared
+        else:
+            reply, leaf = render(leaf, facts, route or "default")
+            body = orjson.dumps(reply)
         name = leaf.name or target.name
         return _outcome(body, leaf.kind, route, name, facts, record, eval_ns, None)
     except Exception as exc:  # the reason is logged; the caller still gets an answer

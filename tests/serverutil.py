@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -167,7 +167,9 @@ class _Base:
     def log_records(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log_text().splitlines() if line.strip()]
 
-    def wait_log(self, predicate: Any, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    def wait_log(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 5.0
+    ) -> list[dict[str, Any]]:
         """Decision records once one satisfies `predicate` (the writer thread is asynchronous)."""
         end = time.monotonic() + timeout_s
         while True:

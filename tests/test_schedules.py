@@ -156,7 +156,9 @@ SUPPORT = {
             id="day-after-is-weekly",
         ),
         pytest.param(date(2026, 12, 24), DayHours(date(2026, 12, 24), (), "closed date"), id="closed-date"),
-        pytest.param(date(2026, 12, 31), DayHours(date(2026, 12, 31), (), "closed date"), id="range-first-day"),
+        pytest.param(
+            date(2026, 12, 31), DayHours(date(2026, 12, 31), (), "closed date"), id="range-first-day"
+        ),
         pytest.param(
             date(2027, 1, 1), DayHours(date(2027, 1, 1), (), "closed date"), id="range-last-day-beats-holiday"
         ),

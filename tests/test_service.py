@@ -311,6 +311,12 @@ def test_deadline_under_concurrency_with_a_hanging_crm(tight: InProcess, crm_ser
     assert all(reply_problems("assistant-request", r.json()) == [] for r, _ in results)
     assert slowest < DEADLINE_MS / 1000 + SLACK_S, f"slowest {slowest * 1000:.0f} ms"
     assert crm_server.requests == len(bodies)
+    with tight.client() as client:
+        records = [r for r in tight.records_until_marker(client) if (r["call_id"] or "").startswith("hang-")][
+            -24:
+        ]
+    assert sorted(r["call_id"] for r in records) == sorted(f"hang-{i}" for i in range(24))
+    assert all(r["total_ms"] < DEADLINE_MS and "deadline" in r["fallback_reason"] for r in records)
 
 
 def test_deadline_with_a_refusing_crm(tmp_path: Path) -> None:
