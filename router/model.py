@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
+from zoneinfo import ZoneInfo
 
 from router import phone
-from router.schedules import Schedule, is_open
+from router.schedules import Schedule, effective_hours, is_open
 
 CrmStatus = Literal["ok", "not_found", "timeout", "error", "disabled"]
 CRM_STATUSES: tuple[str, ...] = ("ok", "not_found", "timeout", "error", "disabled")
@@ -127,6 +128,12 @@ class Always(Condition):
         return "always"
 
 
+def _shown(facts: Facts, which: str) -> str:
+    """A number for explain: the number, or why there is none."""
+    n = _number(facts, which)
+    return n if n else ("anonymous" if which == "caller" else "none")
+
+
 def _number(facts: Facts, which: str) -> str | None:
     return facts.caller if which == "caller" else facts.dialled
 
@@ -155,7 +162,7 @@ class NumberSet(Condition):
         return f"{self.which} {self.label}"
 
     def actual(self, facts: Facts) -> str:
-        return _number(facts, self.which) or "anonymous"
+        return _shown(facts, self.which)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +178,7 @@ class NumberRegex(Condition):
         return f"{self.which} matches /{self.pattern.pattern}/"
 
     def actual(self, facts: Facts) -> str:
-        return _number(facts, self.which) or "anonymous"
+        return _shown(facts, self.which)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +195,7 @@ class NumberCountry(Condition):
 
     def actual(self, facts: Facts) -> str:
         n = _number(facts, self.which)
-        return (phone.country_of(n) or "unknown") if n else "anonymous"
+        return (phone.country_of(n) or "unknown") if n else _shown(facts, self.which)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +212,7 @@ class NumberType(Condition):
 
     def actual(self, facts: Facts) -> str:
         n = _number(facts, self.which)
-        return phone.type_of(n) if n else "anonymous"
+        return phone.type_of(n) if n else _shown(facts, self.which)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +227,7 @@ class Anonymous(Condition):
         return f"{self.which} is {'anonymous' if self.expected else 'not anonymous'}"
 
     def actual(self, facts: Facts) -> str:
-        return _number(facts, self.which) or "anonymous"
+        return _shown(facts, self.which)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +340,15 @@ class Open(Condition):
 
     def actual(self, facts: Facts) -> str:
         state = "open" if self.clock.is_open(facts) else "closed"
-        return f"{self.schedule.name} is {state} at {facts.at.isoformat()}"
+        why = ""
+        try:
+            at = facts.at.astimezone(ZoneInfo(self.schedule.timezone))
+            local = at.strftime("%a %Y-%m-%d %H:%M %Z")
+            note = effective_hours(self.schedule, at.date(), 1)[0].note
+            why = f", {note}" if note and state == "closed" else ""
+        except (ValueError, OverflowError, KeyError):
+            local = facts.at.isoformat()
+        return f"{self.schedule.name} is {state} at {local}{why}"
 
 
 @dataclass(frozen=True, slots=True)
