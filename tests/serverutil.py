@@ -6,7 +6,6 @@ the decision log to a file, wait until /readyz answers 200 and stop promptly. No
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hmac
 import json
@@ -53,6 +52,7 @@ def reply_problems(kind: str, reply: Any) -> list[str]:
 
 
 def free_port() -> int:
+    """A port nothing listens on right now (for a subprocess that binds it itself)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -86,16 +86,14 @@ def dumps(data: Any) -> bytes:
 
 
 class _Uvicorn(uvicorn.Server):
-    """uvicorn that reports startup through an Event (and keeps its loop for the tests)."""
+    """uvicorn that reports startup through an Event instead of being polled."""
 
     def __init__(self, config: uvicorn.Config, ready: threading.Event) -> None:
         super().__init__(config)
         self.ready = ready
-        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        self.loop = asyncio.get_running_loop()
         self.ready.set()
 
 
