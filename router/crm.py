@@ -264,6 +264,7 @@ class HttpCrm:
         self._clock = clock
         self._cache: dict[str, tuple[float, CrmRecord]] = {}  # insertion order = age
         self._inflight: dict[str, asyncio.Task[CrmRecord]] = {}
+        self._waiters: dict[str, int] = {}  # callers waiting on each in-flight fetch
         self._client = httpx.AsyncClient(  # last: nothing after it can fail and leak it
             headers=sent,
             timeout=self._timeout_s,  # per phase; the overall bound is asyncio.timeout in _fetch
@@ -290,9 +291,17 @@ class HttpCrm:
         deadline = asyncio.get_running_loop().time() + self._timeout_s
         task = self._inflight.get(number)
         if task is None:  # single-flight: later callers for this number wait on the same request
+            if len(self._inflight) >= POOL_SIZE:
+                # Every connection is busy (a CRM that stopped answering): queueing more requests
+                # would only make the answers later than the callers' deadlines.
+                return CrmRecord("error", reason="CRM overloaded: too many lookups in flight")
             task = asyncio.create_task(self._fetch(number, deadline))
             self._inflight[number] = task
-            task.add_done_callback(lambda _: self._inflight.pop(number, None))
+            self._waiters[number] = 0
+            task.add_done_callback(
+                lambda _: (self._inflight.pop(number, None), self._waiters.pop(number, None))
+            )
+        self._waiters[number] = self._waiters.get(number, 0) + 1
         try:
             # The fetch ends by its own deadline, never later than ours; this bound (a little
             # later, so that the fetch's own outcome wins) only guards against a stuck fetch.
@@ -307,6 +316,12 @@ class HttpCrm:
             if not task.cancelled() or (me is not None and me.cancelling()):
                 raise  # the caller itself is being cancelled
             record = CrmRecord("error", reason="CRM client closed")
+        finally:
+            left = self._waiters.get(number, 0) - 1
+            if number in self._waiters:
+                self._waiters[number] = left
+            if left <= 0 and not task.done():
+                task.cancel()  # nobody waits for it any more: free its connection
         return replace(record, ms=(time.perf_counter() - start) * 1000)
 
     async def aclose(self) -> None:

@@ -13,7 +13,7 @@ import pytest
 from crmserver import CrmServer, Mode, refused_url
 
 import router.crm
-from router.crm import CrmFileError, CrmRecord, FileCrm, HttpCrm
+from router.crm import POOL_SIZE, CrmFileError, CrmRecord, FileCrm, HttpCrm
 
 T = TypeVar("T")
 VIP = "+15551234567"
@@ -503,3 +503,30 @@ def test_http_configuration_errors(options: dict[str, Any], error: str) -> None:
         HttpCrm(**settings)
     assert str(caught.value).startswith(error)
     assert "s3cret" not in str(caught.value)
+
+
+def test_a_hanging_crm_cannot_queue_lookups_past_the_pool(crm_server: CrmServer) -> None:
+    """More concurrent lookups than connections: the extra ones fail at once instead of queueing
+    behind hung requests (which made replies late under load), and every fetch is released
+    when its callers give up."""
+    crm_server.mode = "hang"
+    crm = http_crm(crm_server, timeout_ms=300)
+    numbers = [f"+1415555{i:04d}" for i in range(POOL_SIZE + 50)]
+
+    async def go() -> tuple[list[CrmRecord], float, int]:
+        started = time.perf_counter()
+        records = await asyncio.gather(*(crm.lookup(n) for n in numbers))
+        elapsed = time.perf_counter() - started
+        left = len(crm._inflight)
+        await crm.aclose()
+        return list(records), elapsed, left
+
+    records, elapsed, left = run(go())
+    statuses = [r.status for r in records]
+    assert statuses.count("timeout") == POOL_SIZE
+    assert statuses.count("error") == 50
+    assert {r.reason for r in records if r.status == "error"} == {
+        "CRM overloaded: too many lookups in flight"
+    }
+    assert elapsed < 1.5, elapsed  # 300 ms timeout + slack on a shared machine; queueing took seconds
+    assert left == 0
