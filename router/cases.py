@@ -70,8 +70,10 @@ def decide(
     route = decision.route.id if decision.route else "default"
     try:
         reply, leaf = render(decision.target, facts, route)
-    except TemplateError:
+    except TemplateError:  # as the server does: the fallback, or for a transfer {} unless it fits
         reply, leaf = render(policy.fallback, facts, route, lenient=True)
+        if transfer and leaf.kind not in ("destination", "error"):
+            return decision, {}, ""
     return decision, reply, leaf.name or decision.target.name or ""
 
 

@@ -200,8 +200,11 @@ def parse_document(text: str, *, file: str) -> Document:
     except yaml.MarkedYAMLError as exc:
         line, col, message = _syntax_problem(exc, text)
         raise PolicyError(file, line, col, f"YAML syntax: {message}", "yaml-syntax") from None
-    except yaml.YAMLError as exc:
-        raise PolicyError(file, 1, 1, f"YAML: {exc}", "yaml-syntax") from None
+    except (yaml.reader.ReaderError, UnicodeEncodeError):  # a control character or lone surrogate
+        line, col, message = _unprintable(text)
+        raise PolicyError(file, line, col, message, "yaml-syntax") from None
+    except yaml.YAMLError as exc:  # one line: a problem prints as one FILE:LINE:COL line
+        raise PolicyError(file, 1, 1, " ".join(f"YAML: {exc}".split()), "yaml-syntax") from None
     except RecursionError:
         raise PolicyError(file, 1, 1, "YAML nesting is too deep", "too-deep") from None
     if root is None:
@@ -254,6 +257,21 @@ def _check_expansion(root: yaml.Node) -> None:
         f"this value expands to {sizes[id(node)]:,} values through aliases, more than the "
         f"{MAX_NODES:,} allowed (alias bomb?)",
     )
+
+
+# What YAML's reader refuses (PyYAML's Reader.NON_PRINTABLE); libyaml reports a byte offset,
+# so the position is found again in the text.
+_UNPRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _unprintable(text: str) -> tuple[int, int, str]:
+    """(line, col, message) of the first character YAML does not allow in a document."""
+    m = _UNPRINTABLE.search(text)
+    if m is None:  # pragma: no cover - the reader refused something; be total anyway
+        return 1, 1, "YAML: a character that YAML does not allow"
+    line = text.count("\n", 0, m.start()) + 1
+    col = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+    return line, col, f"the character U+{ord(m.group()):04X} is not allowed in YAML; delete it"
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, int, str]:

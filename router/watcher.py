@@ -90,6 +90,12 @@ async def watch(store: PolicyStore, *, stop: asyncio.Event | None = None) -> Non
                 await asyncio.sleep(RETRY_S)
 
     detector = asyncio.create_task(detect())
+    # awatch registers its watch before it first waits, so once the detector has run one step
+    # every later change is seen. A change before that (say, between the start-up load and
+    # now) would be missed: one reload catches up (a no-op when nothing changed).
+    await asyncio.sleep(0)
+    first = last = loop.time()
+    changed.set()
     try:
         while True:
             waiter = asyncio.create_task(changed.wait())
