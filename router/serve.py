@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -165,4 +166,8 @@ def _supervise_workers(config: uvicorn.Config) -> None:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(process.pid, signal.SIGHUP)
 
-    Workers(config, sockets=[config.bind_socket()]).run()
+    sockets = [config.bind_socket()]
+    if "target" in inspect.signature(Multiprocess.__init__).parameters:  # older uvicorn
+        Workers(config, target=uvicorn.Server(config).run, sockets=sockets).run()  # type: ignore[call-arg]
+    else:
+        Workers(config, sockets=sockets).run()

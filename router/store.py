@@ -32,6 +32,7 @@ from router.model import Policy, Target
 log = logging.getLogger("router.store")
 _SWITCH_INTERVAL = sys.getswitchinterval()
 CHECK_TIMEOUT_S = 60.0  # a check that takes longer is killed: the reload fails, serving goes on
+CHECK_NICENESS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +197,7 @@ class PolicyStore:
         Checking runs in a forked child: YAML parsing is C code that holds the interpreter
         lock for its whole run, which in a thread would freeze every request behind it. The
         parent only decodes the child's plain data (one short orjson call) and compiles it
-        in a thread, where pure-Python work yields the lock every few milliseconds.
+        in a thread, where pure-Python work hands the lock over every millisecond.
         Concurrent calls queue on a lock, so reloads never overlap."""
         async with self._lock:
             try:
@@ -219,22 +220,34 @@ class PolicyStore:
     def _compile_checked(
         self, raw: bytes | None, texts: list[tuple[str, str]], version: str
     ) -> tuple[Loaded, tuple[str, ...], Live | Exception | None]:
-        """The child's answer -> (Loaded, problems it reported, Live to swap in); in a thread."""
+        """The child's answer -> (Loaded, problems it reported, Live to swap in); in a thread.
+        A fault in checking or compiling (a bug) fails this reload, never the server."""
         with _gc_paused(), _prompt_handover():
-            if raw is None:  # no fork here, or the child died: do the same work in this thread
-                loaded = lint_texts(texts)
-                return loaded, (), self._build(loaded)
-            payload = orjson.loads(raw)
-            if not payload["ok"]:
-                return Loaded((), (), None, version), tuple(payload["problems"]), None
-            docs = tuple(
-                document_from_data(name, data, text)
-                for (name, text), data in zip(texts, payload["data"], strict=True)
-            )
-            crm_file = payload["crm_file"]
-            policy = compile_policy(docs, version=version, crm_file=crm_file)
-            loaded = Loaded(docs, (), policy, version, crm_file)
+            try:
+                return self._compile_payload(raw, texts, version)
+            except Exception as exc:
+                log.exception("checking or compiling the policy failed")
+                message = f"internal error while loading the policy: {type(exc).__name__}: {exc}"
+                problem = PolicyError(texts[0][0] if texts else str(self.path), 1, 1, message, "internal")
+                return Loaded((), (), None, version), (str(problem),), None
+
+    def _compile_payload(
+        self, raw: bytes | None, texts: list[tuple[str, str]], version: str
+    ) -> tuple[Loaded, tuple[str, ...], Live | Exception | None]:
+        if raw is None:  # no fork here, or the child died: do the same work in this thread
+            loaded = lint_texts(texts)
             return loaded, (), self._build(loaded)
+        payload = orjson.loads(raw)
+        if not payload["ok"]:
+            return Loaded((), (), None, version), tuple(payload["problems"]), None
+        docs = tuple(
+            document_from_data(name, data, text)
+            for (name, text), data in zip(texts, payload["data"], strict=True)
+        )
+        crm_file = payload["crm_file"]
+        policy = compile_policy(docs, version=version, crm_file=crm_file)
+        loaded = Loaded(docs, (), policy, version, crm_file)
+        return loaded, (), self._build(loaded)
 
 
 def _current(path: Path, loaded: Loaded) -> bool:
@@ -280,6 +293,10 @@ def _child(texts: list[tuple[str, str]], conn: Connection) -> None:
     # A collection would touch every object inherited from the server (copy-on-write of the
     # whole heap) for garbage that dies with this short-lived process anyway.
     gc.disable()
+    # Serving calls comes first: on a busy host the check gives way to the server's threads
+    # (it still has a whole core whenever one is free, so an idle host reloads as fast).
+    with contextlib.suppress(OSError):
+        os.nice(CHECK_NICENESS)
     code = 1
     try:
         loaded = lint_texts(texts, compile=False)

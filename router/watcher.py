@@ -106,7 +106,11 @@ async def watch(store: PolicyStore, *, stop: asyncio.Event | None = None) -> Non
             while (wait := min(last + DEBOUNCE_MS / 1000, first + MAX_DELAY_MS / 1000) - loop.time()) > 0:
                 await asyncio.sleep(wait)
             changed.clear()
-            result = await store.reload()
+            try:
+                result = await store.reload()
+            except Exception:  # never stop watching (store.reload reports its own faults)
+                log.exception("reloading %s failed", store.path)
+                continue
             if result.ok and result.changed:
                 log.info("reloaded after a file change: %s", result.version)
     finally:

@@ -1,0 +1,301 @@
+"""router.watcher on a real PolicyStore and real files: edits, directory sets, the Kubernetes
+ConfigMap `..data` swap (directory and single-file paths), bursts, editor temp files, SIGHUP."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from reloadutil import configmap_update, versioned
+
+from router.store import PolicyStore
+from router.watcher import DEBOUNCE_MS, install_sighup, watch
+
+QUIET_S = DEBOUNCE_MS / 1000 + 0.4  # long enough for a reload that is coming to have come
+
+
+def store_at(path: Path) -> PolicyStore:
+    store = PolicyStore(path)
+    assert store.load_now().ok, store.errors
+    return store
+
+
+@asynccontextmanager
+async def watching(store: PolicyStore) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(watch(store, stop=stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def until_live(store: PolicyStore, version: str, timeout_s: float = 10.0) -> None:
+    end = time.monotonic() + timeout_s
+    while store.live is None or store.live.policy.version != version:
+        assert time.monotonic() < end, f"{version} not live; errors: {store.errors}"
+        await asyncio.sleep(0.01)
+
+
+async def first_edit(store: PolicyStore, write: Callable[[], object]) -> None:
+    """The first edit after the watcher started: seen even if it came before the watch did."""
+    before = store.live.policy.version if store.live else None
+    write()
+    end = time.monotonic() + 10
+    while store.live is None or store.live.policy.version == before:
+        assert time.monotonic() < end, "the first edit was never picked up"
+        await asyncio.sleep(0.01)
+
+
+def version_after(store: PolicyStore, write: Callable[[], object]) -> str:
+    """The version `store` would load after `write` (computed on a scratch store)."""
+    write()
+    scratch = PolicyStore(store.path)
+    assert scratch.load_now().ok, scratch.errors
+    assert scratch.live is not None
+    return scratch.live.policy.version
+
+
+def test_file_edit_and_atomic_save(tmp_path: Path) -> None:
+    policy = tmp_path / "main.yaml"
+    policy.write_text(versioned(1), encoding="utf-8")
+    store = store_at(policy)
+
+    async def run() -> None:
+        async with watching(store):
+            await first_edit(store, lambda: policy.write_text(versioned(2), encoding="utf-8"))
+            # an editor's save: a temp file renamed over the policy
+            tmp = tmp_path / ".main.yaml.swp"
+            tmp.write_text(versioned(3), encoding="utf-8")
+            os.replace(tmp, policy)
+            await until_live(store, version_after(store, lambda: None))
+
+    asyncio.run(run())
+    assert store.last_reload_ok
+
+
+def split_set(n: int) -> tuple[str, str]:
+    """versioned(n) as two files of a set: everything but the routes, and the routes."""
+    head, _, rest = versioned(n).partition("routes:\n")
+    routes, _, default = rest.partition("default:")
+    return head + "default:" + default, "version: 1\nroutes:\n" + routes
+
+
+def test_directory_set_files_added_changed_removed(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    a, b = split_set(1)
+    (policies / "a.yaml").write_text(a, encoding="utf-8")
+    (policies / "b.yaml").write_text(b, encoding="utf-8")
+    store = store_at(policies)
+    extra = 'version: 1\nroutes:\n  - {id: nyc, when: {caller: "+1212*"}, then: desk}\n'
+
+    async def run() -> None:
+        async with watching(store):
+            await first_edit(store, lambda: (policies / "a.yaml").write_text(split_set(2)[0]))
+            target = version_after(store, lambda: (policies / "c.yaml").write_text(extra))
+            await until_live(store, target)
+            assert store.live is not None and [r.id for r in store.live.policy.routes] == ["bay-area", "nyc"]
+            target = version_after(store, lambda: (policies / "c.yaml").unlink())
+            await until_live(store, target)
+            # files that are not part of the set change nothing: no reload at all
+            reloads = store.reloads
+            (policies / "a.test.yaml").write_text("cases: []\n", encoding="utf-8")
+            (policies / "notes.txt").write_text("hello\n", encoding="utf-8")
+            await asyncio.sleep(QUIET_S)
+            assert store.reloads == reloads
+
+    asyncio.run(run())
+
+
+def configmap_set(n: int) -> dict[str, str]:
+    return {"main.yaml": versioned(n)}
+
+
+def test_configmap_symlink_swap_of_a_directory(tmp_path: Path) -> None:
+    mount = tmp_path / "config"
+    configmap_update(mount, configmap_set(1))
+    assert (mount / "..data").is_symlink() and (mount / "main.yaml").is_symlink()
+    store = store_at(mount)
+    assert store.live is not None and store.live.policy.files == (str(mount / "main.yaml"),)
+
+    async def run() -> None:
+        async with watching(store):
+            n = iter(range(2, 100))
+            await first_edit(store, lambda: configmap_update(mount, configmap_set(next(n))))
+            for k in (200, 201):  # every later update is seen the first time
+                target = version_after(store, lambda k=k: configmap_update(mount, configmap_set(k)))  # type: ignore[misc]
+                await until_live(store, target, timeout_s=5)
+            # a second key appears in the ConfigMap: a second file of the set
+            files = configmap_set(202) | {"extra.yaml": "version: 1\nroutes:\n  - {id: x, then: desk}\n"}
+            target = version_after(store, lambda: configmap_update(mount, files))
+            await until_live(store, target, timeout_s=5)
+            assert store.live is not None and len(store.live.policy.files) == 2
+
+    asyncio.run(run())
+    assert sorted(p.name for p in mount.iterdir() if not p.name.startswith("..2026")) == [
+        "..data",
+        "extra.yaml",
+        "main.yaml",
+    ]
+
+
+def test_configmap_symlink_swap_of_a_single_file_path(tmp_path: Path) -> None:
+    mount = tmp_path / "config"
+    configmap_update(mount, configmap_set(1))
+    store = store_at(mount / "main.yaml")  # --policy /etc/router/main.yaml, a symlink
+
+    async def run() -> None:
+        async with watching(store):
+            n = iter(range(2, 100))
+            await first_edit(store, lambda: configmap_update(mount, configmap_set(next(n))))
+            target = version_after(store, lambda: configmap_update(mount, configmap_set(300)))
+            await until_live(store, target, timeout_s=5)
+
+    asyncio.run(run())
+
+
+def test_a_burst_of_writes_makes_one_reload(tmp_path: Path) -> None:
+    policy = tmp_path / "main.yaml"
+    policy.write_text(versioned(1), encoding="utf-8")
+    store = store_at(policy)
+
+    async def run() -> None:
+        async with watching(store):
+            await first_edit(store, lambda: policy.write_text(versioned(2), encoding="utf-8"))
+            await asyncio.sleep(QUIET_S)
+            before = store.reloads
+            written = []
+            for i in range(20):  # 20 writes, 5 ms apart: ~100 ms, several of watchfiles' 50 ms steps
+                policy.write_text(versioned(10 + i), encoding="utf-8")
+                written.append(time.monotonic())
+                await asyncio.sleep(0.004)
+            # the premise (a busy machine may stretch the burst, but not into separate edits)
+            assert max(b - a for a, b in itertools.pairwise(written)) < DEBOUNCE_MS / 1000 * 0.75
+            await until_live(store, version_after(store, lambda: None))
+            await asyncio.sleep(QUIET_S)
+            assert store.reloads - before == 1
+            assert store.last_reload_ok
+
+    asyncio.run(run())
+
+
+def test_an_invalid_edit_is_a_failed_reload_and_the_next_good_one_recovers(tmp_path: Path) -> None:
+    policy = tmp_path / "main.yaml"
+    policy.write_text(versioned(1), encoding="utf-8")
+    store = store_at(policy)
+
+    async def run() -> None:
+        async with watching(store):
+            await first_edit(store, lambda: policy.write_text(versioned(2), encoding="utf-8"))
+            good = store.live
+            policy.write_text(versioned(3).replace("then: desk", "then: dsek"), encoding="utf-8")
+            end = time.monotonic() + 5
+            while store.last_reload_ok:
+                assert time.monotonic() < end
+                await asyncio.sleep(0.01)
+            assert store.live is good
+            assert store.errors == (
+                f'{policy}:10:11: error: unknown target "dsek" (did you mean "desk"?) [unknown-target]',
+            )
+            await until_live(store, version_after(store, lambda: policy.write_text(versioned(4))))
+            assert store.last_reload_ok and store.errors == ()
+
+    asyncio.run(run())
+
+
+def test_sighup_reloads(tmp_path: Path) -> None:
+    policy = tmp_path / "main.yaml"
+    policy.write_text(versioned(1), encoding="utf-8")
+    store = store_at(policy)
+    target = version_after(store, lambda: policy.write_text(versioned(2), encoding="utf-8"))
+
+    async def run() -> None:
+        remove = install_sighup(store)  # pytest runs tests in the main thread: a real handler
+        try:
+            os.kill(os.getpid(), signal.SIGHUP)
+            await until_live(store, target, timeout_s=5)
+        finally:
+            remove()
+
+    asyncio.run(run())
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+
+
+def test_an_edit_before_the_watch_began_is_caught_up(tmp_path: Path) -> None:
+    policy = tmp_path / "main.yaml"
+    policy.write_text(versioned(1), encoding="utf-8")
+    store = store_at(policy)
+    target = version_after(store, lambda: policy.write_text(versioned(2), encoding="utf-8"))
+
+    async def run() -> None:
+        async with watching(store):  # the edit above came between the load and the watch
+            await until_live(store, target, timeout_s=5)
+
+    asyncio.run(run())
+
+
+def test_other_files_beside_the_policy_neither_reload_nor_delay_it(tmp_path: Path) -> None:
+    """A decision log written beside the policy file changes all the time: it must not count."""
+    policy = tmp_path / "main.yaml"
+    policy.write_text(versioned(1), encoding="utf-8")
+    store = store_at(policy)
+
+    async def scribble(stop: asyncio.Event) -> None:
+        with (tmp_path / "decisions.jsonl").open("a", encoding="utf-8") as f:
+            while not stop.is_set():
+                f.write('{"route": "bay-area"}\n')
+                f.flush()
+                await asyncio.sleep(0.01)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        writer = asyncio.create_task(scribble(stop))
+        try:
+            async with watching(store):
+                await asyncio.sleep(QUIET_S)
+                reloads = store.reloads
+                await asyncio.sleep(QUIET_S)
+                assert store.reloads == reloads  # (the catch-up at start was a no-op anyway)
+                started = time.monotonic()
+                await until_live(store, version_after(store, lambda: policy.write_text(versioned(2))))
+                assert time.monotonic() - started < 1.5  # not held back until the log goes quiet
+        finally:
+            stop.set()
+            await writer
+
+    asyncio.run(run())
+
+
+def test_an_edit_of_the_embedded_crm_file_reloads(tmp_path: Path) -> None:
+    crm = tmp_path / "crm.csv"
+    crm.write_text("number,tags\n+14155550142,vip\n", encoding="utf-8")
+    policy = tmp_path / "main.yaml"
+    policy.write_text(versioned(1, crm="crm:\n  file: crm.csv\n"), encoding="utf-8")
+    store = store_at(policy)
+
+    def tags() -> frozenset[str]:
+        assert store.live is not None and store.live.crm is not None
+        return asyncio.run(store.live.crm.lookup("+14155550142")).tags
+
+    assert tags() == {"vip"}
+
+    async def run() -> None:
+        async with watching(store):
+            await asyncio.sleep(QUIET_S)
+            before = store.live
+            crm.write_text("number,tags\n+14155550142,gold\n", encoding="utf-8")
+            end = time.monotonic() + 5
+            while store.live is before:
+                assert time.monotonic() < end, "the CRM edit was not picked up"
+                await asyncio.sleep(0.01)
+
+    asyncio.run(run())
+    assert tags() == {"gold"}
