@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -284,6 +286,11 @@ class Server:
         if not self._admin(request):
             return json_response(_UNAUTHORIZED, 401)
         result = await self.store.reload()
+        if self.workers > 1:
+            # This worker reloaded; SIGHUP to uvicorn's supervisor makes every worker reload
+            # (this one again finds the hash unchanged: a no-op).
+            with contextlib.suppress(OSError):
+                os.kill(os.getppid(), signal.SIGHUP)
         if result.ok:
             return json_response({"version": result.version, "changed": result.changed})
         return json_response({"version": result.version, "errors": list(result.problems)}, 422)
@@ -328,6 +335,7 @@ class Server:
             self.decision_log.close()
 
     startup_hooks: list[Callable[[Server], Any]] = field(default_factory=list)
+    workers: int = 1
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import time
 
 from prometheus_client import (
     CollectorRegistry,
@@ -106,7 +108,13 @@ class Metrics:
         """Prometheus text; with --workers, the sum over every worker's files."""
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if directory:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-            return generate_latest(registry)
+            # A worker that is starting may have created its file but not written it yet,
+            # which prometheus-client reads as a broken file; a moment later it is whole.
+            for attempt in range(5):
+                try:
+                    registry = CollectorRegistry()
+                    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+                    return generate_latest(registry)
+                except (struct.error, ValueError, OSError):
+                    time.sleep(0.01 * (attempt + 1))
         return generate_latest(self.registry)

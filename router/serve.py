@@ -62,6 +62,7 @@ def build_server(options: ServeOptions, env: dict[str, str] | None = None) -> Se
         decision_log=DecisionLog(options.decision_log),
         capture=Capture(options.capture) if options.capture else None,
         shadow=shadow,
+        workers=options.workers,
     )
     if options.watch:
         server.startup_hooks.append(lambda s: watch(s.store))
