@@ -153,6 +153,9 @@ def _header(headers: Mapping[str, str], name: str) -> bytes | None:
             found = value
     if found is None or len(found) > MAX_HEADER_BYTES:
         return None
+    # RFC 9110 §5.5: surrounding whitespace is not part of a field value; h11 strips it,
+    # httptools keeps trailing whitespace, so strip here to answer alike on both.
+    found = found.strip(" \t")
     try:  # servers decode header bytes as latin-1, so this round-trips what was on the wire
         raw = found.encode("latin-1")
     except UnicodeEncodeError:

@@ -206,7 +206,7 @@ def parse_document(text: str, *, file: str) -> Document:
     except yaml.YAMLError as exc:  # one line: a problem prints as one FILE:LINE:COL line
         raise PolicyError(file, 1, 1, " ".join(f"YAML: {exc}".split()), "yaml-syntax") from None
     except RecursionError:
-        raise PolicyError(file, 1, 1, "YAML nesting is too deep", "too-deep") from None
+        raise _too_deep(text, file) from None
     if root is None:
         return Document(file, None, {"": (1, 1)})
     builder = _Builder(file)
@@ -217,8 +217,27 @@ def parse_document(text: str, *, file: str) -> Document:
         mark = limit.node.start_mark
         raise PolicyError(file, mark.line + 1, mark.column + 1, limit.message, "too-large") from None
     except RecursionError:
-        raise PolicyError(file, 1, 1, "YAML nesting is too deep", "too-deep") from None
+        raise _too_deep(text, file) from None
     return Document(file, data, builder.positions, builder.key_positions, tuple(builder.problems))
+
+
+def _too_deep(text: str, file: str) -> PolicyError:
+    """The problem for text too deeply nested to compose, at the first list or mapping past
+    MAX_DEPTH: the event stream is flat, so finding it recurses nowhere."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    message = f"nesting deeper than {MAX_DEPTH} levels"
+                    return PolicyError(file, mark.line + 1, mark.column + 1, message, "too-deep")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        pass
+    return PolicyError(file, 1, 1, "YAML nesting is too deep", "too-deep")
 
 
 def _check_expansion(root: yaml.Node) -> None:
