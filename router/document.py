@@ -231,8 +231,8 @@ def _too_deep(text: str, file: str) -> PolicyError:
                 depth += 1
                 if depth > MAX_DEPTH:
                     mark = event.start_mark
-                    message = f"nesting deeper than {MAX_DEPTH} levels"
-                    return PolicyError(file, mark.line + 1, mark.column + 1, message, "too-deep")
+                    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+                    return PolicyError(file, line, col, f"nesting deeper than {MAX_DEPTH} levels", "too-deep")
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
     except yaml.YAMLError:
