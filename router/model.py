@@ -98,6 +98,20 @@ class Facts:
     def __post_init__(self) -> None:
         object.__setattr__(self, "minute", minute_of(self.at))
 
+    def with_crm(self, status: CrmStatus, tags: frozenset[str], crm: Mapping[str, str]) -> Facts:
+        """These facts once the CRM answered (dataclasses.replace costs 3x as much per call)."""
+        return Facts(
+            self.caller,
+            self.dialled,
+            self.at,
+            self.phone_number_id,
+            self.call_id,
+            self.variables,
+            status,
+            tags,
+            crm,
+        )
+
 
 # ---------------------------------------------------------------- conditions
 

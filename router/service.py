@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,7 +64,7 @@ async def _lookup(live: Live, facts: Facts, deadline: float) -> tuple[Facts, Crm
     assert live.crm is not None and facts.caller is not None
     if type(live.crm) is FileCrm:  # in memory, never waits: no timer to arm (lookup() is get())
         record = live.crm.get(facts.caller)
-        return replace(facts, crm_status=record.status, tags=record.tags, crm=dict(record.fields)), record
+        return facts.with_crm(record.status, record.tags, record.fields), record
     remaining = deadline - time.perf_counter() - MARGIN_S
     started = time.perf_counter()
     try:
@@ -73,7 +73,7 @@ async def _lookup(live: Live, facts: Facts, deadline: float) -> tuple[Facts, Crm
     except TimeoutError:
         ms = (time.perf_counter() - started) * 1000
         record = CrmRecord("timeout", ms=ms, reason=f"{DEADLINE_REASON} after {ms:.0f} ms of CRM lookup")
-    return replace(facts, crm_status=record.status, tags=record.tags, crm=dict(record.fields)), record
+    return facts.with_crm(record.status, record.tags, record.fields), record
 
 
 async def decide(
