@@ -73,4 +73,14 @@ def render(
     if not leaf.templated:
         return dict(leaf.body), leaf
     filled: dict[str, Any] = _fill(dict(leaf.body), facts, route, lenient)
+    if not lenient and _empty_choice(leaf.kind, filled):
+        raise TemplateError(f"the {leaf.kind} rendered empty for this call")
     return filled, leaf
+
+
+def _empty_choice(kind: str, reply: dict[str, Any]) -> bool:
+    """Whether templates left the reply's one choice empty (Vapi would refuse it)."""
+    value = reply.get(kind)
+    if kind == "destination" and isinstance(value, dict):
+        return not value.get("number" if value.get("type") == "number" else "sipUri")
+    return value in ("", None)
