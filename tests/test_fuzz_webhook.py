@@ -9,6 +9,7 @@ One server (with --capture on, so that path is fuzzed too) serves every example.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -239,8 +240,10 @@ def damaged_bytes(draw: st.DrawFn) -> bytes:
     return raw[:at] + noise + raw[at + len(noise) :]
 
 
+# About 2,000 bodies per run by default; FUZZ_EXAMPLES=N scales every test (N for the first).
+SCALE = int(os.environ.get("FUZZ_EXAMPLES", "1000")) / 1000
 SETTINGS = settings(
-    max_examples=300,
+    max_examples=int(1000 * SCALE),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     database=None,
@@ -253,13 +256,13 @@ def test_mutated_messages(srv: InProcess, client: httpx.Client, body: bytes) -> 
     check(srv, client, body)
 
 
-@settings(SETTINGS, max_examples=150)
+@settings(SETTINGS, max_examples=int(500 * SCALE))
 @given(body=random_json())
 def test_random_json(srv: InProcess, client: httpx.Client, body: bytes) -> None:
     check(srv, client, body)
 
 
-@settings(SETTINGS, max_examples=100)
+@settings(SETTINGS, max_examples=int(300 * SCALE))
 @given(body=damaged_bytes())
 def test_damaged_bytes(srv: InProcess, client: httpx.Client, body: bytes) -> None:
     check(srv, client, body)
@@ -288,7 +291,7 @@ def api_bodies(draw: st.DrawFn) -> tuple[str, bytes]:
     return path, json.dumps(value).encode()
 
 
-@settings(SETTINGS, max_examples=100)
+@settings(SETTINGS, max_examples=int(200 * SCALE))
 @given(request=api_bodies())
 def test_explain_and_resolve_never_fail(
     srv: InProcess, client: httpx.Client, request: tuple[str, bytes]
