@@ -44,7 +44,7 @@ def refused_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-class _Server(uvicorn.Server):
+class ThreadedUvicorn(uvicorn.Server):
     """uvicorn that reports readiness through a threading.Event instead of being polled."""
 
     def __init__(self, config: uvicorn.Config, ready: threading.Event) -> None:
@@ -56,6 +56,18 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         self.loop = asyncio.get_running_loop()
         self.ready.set()
+
+
+def start_in_thread(
+    config: uvicorn.Config, sock: socket.socket, timeout_s: float
+) -> tuple[ThreadedUvicorn, threading.Thread, bool]:
+    """Serve `config` on the bound `sock` in a daemon thread; (server, thread, started in time)."""
+    ready = threading.Event()
+    server = ThreadedUvicorn(config, ready)
+    sock.listen(128)
+    thread = threading.Thread(target=server.run, args=([sock],), daemon=True)
+    thread.start()
+    return server, thread, ready.wait(timeout_s)
 
 
 class CrmServer:
@@ -84,7 +96,7 @@ class CrmServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._release: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
-        self._server: _Server | None = None
+        self._server: ThreadedUvicorn | None = None
 
     def __enter__(self) -> CrmServer:
         self.start()
@@ -108,12 +120,8 @@ class CrmServer:
             access_log=False,
             timeout_graceful_shutdown=1,
         )
-        ready = threading.Event()
-        self._server = _Server(config, ready)
-        self._sock.listen(128)
-        self._thread = threading.Thread(target=self._server.run, args=([self._sock],), daemon=True)
-        self._thread.start()
-        if not ready.wait(5):
+        self._server, self._thread, started = start_in_thread(config, self._sock, 5)
+        if not started:
             raise RuntimeError("the test CRM did not start within 5 s")
         self._loop = self._server.loop
         self._call(self._release_all)

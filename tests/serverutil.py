@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from crmserver import ThreadedUvicorn, start_in_thread
 
 from router.app import Server, create_app
 from router.serve import ServeOptions, build_server
@@ -83,18 +84,6 @@ def hmac_headers(
 
 def dumps(data: Any) -> bytes:
     return json.dumps(data).encode()
-
-
-class _Uvicorn(uvicorn.Server):
-    """uvicorn that reports startup through an Event instead of being polled."""
-
-    def __init__(self, config: uvicorn.Config, ready: threading.Event) -> None:
-        super().__init__(config)
-        self.ready = ready
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
 
 
 class _Base:
@@ -261,7 +250,7 @@ class InProcess(_Base):
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self._uvicorn: _Uvicorn | None = None
+        self._uvicorn: ThreadedUvicorn | None = None
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> InProcess:
@@ -284,12 +273,8 @@ class InProcess(_Base):
             access_log=False,
             timeout_graceful_shutdown=2,
         )
-        ready = threading.Event()
-        self._uvicorn = _Uvicorn(config, ready)
-        self._sock.listen(128)
-        self._thread = threading.Thread(target=self._uvicorn.run, args=([self._sock],), daemon=True)
-        self._thread.start()
-        if not ready.wait(STARTUP_S):
+        self._uvicorn, self._thread, started = start_in_thread(config, self._sock, STARTUP_S)
+        if not started:
             self.stop()
             raise RuntimeError("the router did not start")
         self.wait_ready()
