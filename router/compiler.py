@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+import regex
 
 from router import phone
 from router.document import Document, pointer_of
@@ -166,7 +167,7 @@ class Compiler:
             exact, prefixes = self.number_entries([e for n in names for e in self.set.lists[n]])
             parts.append(_numberset(which, exact, prefixes, "in " + ", ".join(names)))
         if "regex" in raw:
-            parts.append(NumberRegex(which, re.compile(raw["regex"])))
+            parts.append(NumberRegex(which, regex.compile(raw["regex"])))
         if "country" in raw:
             parts.append(NumberCountry(which, frozenset(c.upper() for c in as_list(raw["country"]))))
         if "type" in raw:

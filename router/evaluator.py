@@ -121,6 +121,9 @@ def explain(policy: Policy, facts: Facts, *, transfer: bool = False) -> Decision
         except NeedCrm:
             steps.append(Step(r.id, False, "needs the CRM lookup first"))
             return Decision(None, None, needs_crm=True, trace=tuple(steps))
+        except TimeoutError:  # a regex past its time limit: the server answers the fallback
+            steps.append(Step(r.id, False, "a regex ran past its time limit: the call gets the fallback"))
+            return Decision(None, policy.fallback, trace=tuple(steps))
         steps.append(Step(r.id, ok, reason))
         if ok:
             return Decision(r, r.then, trace=tuple(steps))
