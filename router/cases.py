@@ -16,7 +16,7 @@ from typing import Any
 from router.crm import FileCrm
 from router.document import Document, parse_document
 from router.errors import PolicyError, did_you_mean
-from router.evaluator import evaluate, evaluate_transfer
+from router.evaluator import evaluate, evaluate_transfer, explain
 from router.facts import facts_from_call, facts_from_message, parse_time
 from router.model import CRM_STATUSES, Decision, Facts, Policy
 from router.replies import TemplateError, render
@@ -75,6 +75,18 @@ def decide(
         if transfer and leaf.kind not in ("destination", "error"):
             return decision, {}, ""
     return decision, reply, leaf.name or decision.target.name or ""
+
+
+def explain_data(policy: Policy, facts: Facts, *, transfer: bool = False) -> dict[str, Any]:
+    """The explain answer: decision, reply and one trace step per route tried."""
+    traced = explain(policy, facts, transfer=transfer)
+    decision, reply, target = decide(policy, facts, transfer=transfer)
+    return {
+        "route": decision.route.id if decision.route else None,
+        "target": target or None,
+        "reply": reply,
+        "trace": [{"route": s.route, "matched": s.matched, "reason": s.reason} for s in traced.trace],
+    }
 
 
 def _message_of(data: Any) -> Mapping[str, Any]:

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from router import report
-from router.cases import CaseResult, case_files, decide, policy_path_for, run_file, uncovered
+from router.cases import CaseResult, case_files, explain_data, policy_path_for, run_file, uncovered
 from router.crm import FileCrm
 from router.errors import PolicyError
-from router.evaluator import explain
 from router.facts import facts_from_call, facts_from_message, parse_time
 from router.loader import Loaded, lint_path, policy_files
 from router.model import Facts, Policy
@@ -154,18 +153,6 @@ def explain_facts(policy: Policy, args: argparse.Namespace, now: datetime) -> Fa
             record = FileCrm.from_path(Path(policy.crm.file), region=region).get(facts.caller)
             facts = replace(facts, crm_status=record.status, tags=record.tags, crm=dict(record.fields))
     return facts
-
-
-def explain_data(policy: Policy, facts: Facts, *, transfer: bool = False) -> dict[str, Any]:
-    """The explain answer: decision, reply and one trace step per route tried."""
-    traced = explain(policy, facts, transfer=transfer)
-    decision, reply, target = decide(policy, facts, transfer=transfer)
-    return {
-        "route": decision.route.id if decision.route else None,
-        "target": target or None,
-        "reply": reply,
-        "trace": [{"route": s.route, "matched": s.matched, "reason": s.reason} for s in traced.trace],
-    }
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

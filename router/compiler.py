@@ -17,6 +17,7 @@ import regex
 
 from router import phone
 from router.document import Document, pointer_of
+from router.facts import scalar_text
 from router.model import (
     TARGET_KINDS,
     All,
@@ -58,11 +59,9 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def scalar_text(value: Any) -> str:
-    """CRM and variable values compare as text; YAML true/1 mean the CSV's 'true'/'1'."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def _text(value: Any) -> str:
+    # Policy values are schema-checked scalars; they compare with the call's facts as text.
+    return scalar_text(value) or ""
 
 
 def parse_template(text: str) -> Template | str:
@@ -203,12 +202,12 @@ class Compiler:
                 frozenset(value.get("none", [])),
             )
         if key == "crm":
-            fields = [CrmField(k, frozenset(scalar_text(x) for x in as_list(v))) for k, v in value.items()]
+            fields = [CrmField(k, frozenset(_text(x) for x in as_list(v))) for k, v in value.items()]
             return fields[0] if len(fields) == 1 else All(tuple(fields))
         if key == "crm_status":
             return CrmStatusIs(frozenset(as_list(value)))
         if key == "variables":
-            found = [Variable(k, frozenset(scalar_text(x) for x in as_list(v))) for k, v in value.items()]
+            found = [Variable(k, frozenset(_text(x) for x in as_list(v))) for k, v in value.items()]
             return found[0] if len(found) == 1 else All(tuple(found))
         if key == "any":
             return AnyOf(tuple(self.condition(c) for c in value))

@@ -24,10 +24,11 @@ from urllib.parse import quote
 
 import httpx
 import orjson
-import phonenumbers
 
 from router.document import parse_document, pointer_of
 from router.errors import PolicyError
+from router.facts import scalar_text
+from router.phone import normalise
 
 CrmStatus = Literal["ok", "not_found", "timeout", "error", "disabled"]
 
@@ -101,7 +102,7 @@ class FileCrm:
         records: dict[str, CrmRecord] = {}
         first: dict[str, int | None] = {}
         for line, written, tags, fields in rows:
-            number = _e164(written, region)
+            number = normalise(written, region)
             if number is None:
                 national = not region and not written.startswith("+") and any(c.isdigit() for c in written)
                 hint = " (no +country and no region)" if national else ""
@@ -123,23 +124,9 @@ class FileCrm:
         pass
 
 
-def _e164(text: str, region: str | None) -> str | None:
-    try:
-        parsed = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(parsed):
-        return None
-    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
-
-
 def _text(value: Any) -> str | None:
-    """A scalar as a field value: bools as true/false, numbers via str(); None for no value."""
-    if value is None or isinstance(value, dict | list):
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value) or None
+    """A field value as text by the rule conditions use (facts.scalar_text); None for no value."""
+    return scalar_text(value) or None
 
 
 def _csv_rows(text: str) -> Iterator[_Row]:

@@ -13,10 +13,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from router.auth import verify_webhook
-from router.cli import explain_data
+from router.cases import explain_data
 from router.facts import facts_from_call
 from router.model import CrmStatus
-from router.service import _lookup, base_facts, decide
+from router.service import base_facts, decide, lookup_crm
 
 if TYPE_CHECKING:
     from router.app import Server
@@ -68,7 +68,7 @@ async def explain_request(server: Server, request: Request) -> Response:
         facts = base_facts(policy, message)
         if facts.crm_status is None and policy.needs_crm:
             deadline = time.perf_counter() + policy.settings.deadline_ms / 1000
-            facts, _ = await _lookup(live, facts, deadline)
+            facts, _ = await lookup_crm(live, facts, deadline)
         elif facts.crm_status is None:
             facts = replace(facts, crm_status="not_found")
     else:

@@ -60,7 +60,8 @@ def base_facts(policy: Policy, message: Mapping[str, Any]) -> Facts:
     )
 
 
-async def _lookup(live: Live, facts: Facts, deadline: float) -> tuple[Facts, CrmRecord]:
+async def lookup_crm(live: Live, facts: Facts, deadline: float) -> tuple[Facts, CrmRecord]:
+    """The caller's CRM record within what is left before `deadline`, folded into the facts."""
     assert live.crm is not None and facts.caller is not None
     if type(live.crm) is FileCrm:  # in memory, never waits: no timer to arm (lookup() is get())
         record = live.crm.get(facts.caller)
@@ -94,7 +95,7 @@ async def decide(
             decision.target is not None and facts.crm_status is None and live.reads_crm(decision.target)
         )
         if needs:
-            facts, record = await _lookup(live, facts, deadline)
+            facts, record = await lookup_crm(live, facts, deadline)
             if record.reason.startswith(DEADLINE_REASON):  # no time left to route on: the fallback
                 return fallback(live, facts, record, eval_ns, record.reason, transfer=transfer)
             t = time.perf_counter_ns()
