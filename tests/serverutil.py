@@ -89,6 +89,15 @@ def dumps(data: Any) -> bytes:
 class _Base:
     """What both ways of running share: base URL, clients, decision log and readiness."""
 
+    def _write_policy(self, directory: Path, policy_text: str, files: Mapping[str, str] | None) -> None:
+        """policy.yaml and any side files (a CRM file...) in `directory`."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.policy_path = directory / "policy.yaml"
+        self.policy_path.write_text(policy_text, encoding="utf-8")
+        for name, content in (files or {}).items():
+            (directory / name).write_text(content, encoding="utf-8")
+
     base_url: str
     log_path: Path
     policy_path: Path
@@ -224,12 +233,7 @@ class InProcess(_Base):
         files: Mapping[str, str] | None = None,
         capture: bool = False,
     ) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.directory = directory
-        self.policy_path = directory / "policy.yaml"
-        self.policy_path.write_text(policy_text, encoding="utf-8")
-        for name, content in (files or {}).items():
-            (directory / name).write_text(content, encoding="utf-8")
+        self._write_policy(directory, policy_text, files)
         self.log_path = directory / "decisions.jsonl"
         self.capture_path = directory / "capture.jsonl" if capture else None
         self.env = (
@@ -309,12 +313,7 @@ class Subprocess(_Base):
         files: Mapping[str, str] | None = None,
         stdout_log: bool = False,
     ) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.directory = directory
-        self.policy_path = directory / "policy.yaml"
-        self.policy_path.write_text(policy_text, encoding="utf-8")
-        for name, content in (files or {}).items():
-            (directory / name).write_text(content, encoding="utf-8")
+        self._write_policy(directory, policy_text, files)
         self.stdout_path = directory / "stdout.txt"
         self.stderr_path = directory / "stderr.txt"
         # stdout_log: the default `--decision-log -`, read back from the captured stdout
