@@ -68,7 +68,7 @@ async def explain_request(server: Server, request: Request) -> Response:
         facts = base_facts(policy, message)
         if facts.crm_status is None and policy.needs_crm:
             deadline = time.perf_counter() + policy.settings.deadline_ms / 1000
-            facts, _ = await lookup_crm(live, facts, deadline)
+            facts, _, _ = await lookup_crm(live, facts, deadline)
         elif facts.crm_status is None:
             facts = replace(facts, crm_status="not_found")
     else:

@@ -31,7 +31,6 @@ LAST_RESORT = {"error": "Sorry, we can't take your call right now. Please try ag
 # Time kept back from the deadline to render, log and write the reply.
 MARGIN_S = 0.05
 # The reason of a lookup that the deadline (not the CRM's own timeout_ms) cut short.
-DEADLINE_REASON = "deadline reached"
 # Replies a transfer-destination-request can use; the fallback answers one only if it is such.
 TRANSFER_KINDS = ("destination", "error")
 
@@ -60,21 +59,24 @@ def base_facts(policy: Policy, message: Mapping[str, Any]) -> Facts:
     )
 
 
-async def lookup_crm(live: Live, facts: Facts, deadline: float) -> tuple[Facts, CrmRecord]:
-    """The caller's CRM record within what is left before `deadline`, folded into the facts."""
+async def lookup_crm(live: Live, facts: Facts, deadline: float) -> tuple[Facts, CrmRecord, bool]:
+    """The caller's CRM record within what is left before `deadline`, folded into the facts, and
+    whether the deadline (rather than the CRM's own timeout) cut the lookup short."""
     assert live.crm is not None and facts.caller is not None
     if type(live.crm) is FileCrm:  # in memory, never waits: no timer to arm (lookup() is get())
         record = live.crm.get(facts.caller)
-        return facts.with_crm(record.status, record.tags, record.fields), record
+        return facts.with_crm(record.status, record.tags, record.fields), record, False
     remaining = deadline - time.perf_counter() - MARGIN_S
     started = time.perf_counter()
+    cut = False
     try:
         async with asyncio.timeout(max(remaining, 0.0)):
             record = await live.crm.lookup(facts.caller)
     except TimeoutError:
         ms = (time.perf_counter() - started) * 1000
-        record = CrmRecord("timeout", ms=ms, reason=f"{DEADLINE_REASON} after {ms:.0f} ms of CRM lookup")
-    return facts.with_crm(record.status, record.tags, record.fields), record
+        record = CrmRecord("timeout", ms=ms, reason=f"deadline reached after {ms:.0f} ms of CRM lookup")
+        cut = True
+    return facts.with_crm(record.status, record.tags, record.fields), record, cut
 
 
 async def decide(
@@ -95,8 +97,8 @@ async def decide(
             decision.target is not None and facts.crm_status is None and live.reads_crm(decision.target)
         )
         if needs:
-            facts, record = await lookup_crm(live, facts, deadline)
-            if record.reason.startswith(DEADLINE_REASON):  # no time left to route on: the fallback
+            facts, record, cut = await lookup_crm(live, facts, deadline)
+            if cut:  # the deadline, not the CRM's timeout_ms, ended it: no time left to route on
                 return fallback(live, facts, record, eval_ns, record.reason, transfer=transfer)
             t = time.perf_counter_ns()
             decision = evaluate_transfer(policy, facts) if transfer else evaluate(policy, facts)
