@@ -30,7 +30,6 @@ log = logging.getLogger("router.service")
 LAST_RESORT = {"error": "Sorry, we can't take your call right now. Please try again shortly."}
 # Time kept back from the deadline to render, log and write the reply.
 MARGIN_S = 0.05
-# The reason of a lookup that the deadline (not the CRM's own timeout_ms) cut short.
 # Replies a transfer-destination-request can use; the fallback answers one only if it is such.
 TRANSFER_KINDS = ("destination", "error")
 
