@@ -78,8 +78,11 @@ _Row = tuple[int | None, str, list[str], dict[str, str]]  # line, number as writ
 class FileCrm:
     """The embedded CRM: a file read once into memory, looked up by E.164 number."""
 
-    def __init__(self, records: Mapping[str, CrmRecord]) -> None:
+    def __init__(self, records: Mapping[str, CrmRecord], columns: frozenset[str] = frozenset()) -> None:
         self._records = dict(records)
+        # The field names the file offers (a CSV's header even where every cell is blank):
+        # what lint checks each ${crm.FIELD} against.
+        self.columns = columns or frozenset(f for r in self._records.values() for f in r.fields)
 
     @classmethod
     def from_path(cls, path: Path, *, region: str | None = None) -> FileCrm:
@@ -91,8 +94,9 @@ class FileCrm:
         except OSError as exc:
             raise CrmFileError(f"cannot read {path.name}: {exc.strerror or exc}") from None
         suffix = path.suffix.lower()
+        header: set[str] = set()
         if suffix == ".csv":
-            rows = _csv_rows(text)
+            rows = _csv_rows(text, header)
         elif suffix == ".json":
             rows = _json_rows(text)
         elif suffix in (".yaml", ".yml"):
@@ -111,7 +115,7 @@ class FileCrm:
                 raise CrmFileError(f"the same number again (first on line {first[number]})", line)
             first[number] = line
             records[number] = CrmRecord("ok", frozenset(tags), fields)
-        return cls(records)
+        return cls(records, frozenset(header))
 
     def get(self, number: str) -> CrmRecord:
         """The record for an E.164 number: ok, or not_found."""
@@ -129,7 +133,8 @@ def _text(value: Any) -> str | None:
     return scalar_text(value) or None
 
 
-def _csv_rows(text: str) -> Iterator[_Row]:
+def _csv_rows(text: str, columns: set[str]) -> Iterator[_Row]:
+    """The rows of a CSV CRM; `columns` receives the header's field names."""
     reader = csv.reader(io.StringIO(text))
     try:
         header = [name.strip() for name in next(reader, [])]
@@ -143,6 +148,7 @@ def _csv_rows(text: str) -> Iterator[_Row]:
             raise CrmFileError(f'column "{dupes[0]}" appears twice in the header', 1)
         number_at = lowered.index("number")
         tags_at = lowered.index("tags") if "tags" in lowered else -1
+        columns.update(n for i, n in enumerate(header) if n and i not in (number_at, tags_at))
         line = reader.line_num + 1  # a quoted cell may span lines: a row starts after the last one
         for cells in reader:
             row_line, line = line, reader.line_num + 1

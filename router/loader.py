@@ -6,14 +6,9 @@ symlinks followed; dot-entries such as a ConfigMap's ..data skipped), in file-na
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 from router import phone
 from router.checks import check
@@ -106,21 +101,6 @@ def _region(docs: Sequence[Document]) -> str | None:
     return None
 
 
-def crm_columns(path: Path) -> frozenset[str]:
-    """Field names an embedded CRM file offers (for ${crm.X} checks)."""
-    text = path.read_text(encoding="utf-8-sig")  # spreadsheet exports start with a BOM
-    if path.suffix == ".csv":
-        header = next(csv.reader(io.StringIO(text)), [])
-        return frozenset(h.strip() for h in header if h.strip() not in ("number", "tags", ""))
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    names: set[str] = set()
-    if isinstance(data, dict):
-        for record in data.values():
-            if isinstance(record, dict):
-                names.update(str(k) for k in record if k != "tags")
-    return frozenset(names)
-
-
 def read_document(name: str, text: str, *, fast: bool = True) -> tuple[Document | None, list[PolicyError]]:
     """One file -> (Document, schema problems). The fast path (Rust parser + compiled schema
     check, positions on demand) serves valid files; anything else takes the positioned path."""
@@ -173,19 +153,13 @@ def lint_texts(texts: Sequence[tuple[str, str]], *, fast: bool = True, compile: 
             problems.append(
                 doc.error("/crm/file", f'crm.file "{name}" does not exist (looked for {path})', "crm-file")
             )
-        else:
+        else:  # read it as the server will, so that a bad row fails lint, not the reload
             try:
-                crm_fields = crm_columns(resolved)
+                crm_fields = FileCrm.from_path(resolved, region=_region(docs)).columns
                 crm_path = str(resolved)
-            except (OSError, ValueError, yaml.YAMLError) as exc:
-                problems.append(
-                    doc.error("/crm/file", f'crm.file "{name}" cannot be read: {exc}', "crm-file")
-                )
-            else:  # read it as the server will, so that a bad row fails lint, not the reload
-                try:
-                    FileCrm.from_path(resolved, region=_region(docs))
-                except CrmFileError as exc:
-                    problems.append(PolicyError(str(path), exc.line or 1, 1, exc.message, "crm-file"))
+            except CrmFileError as exc:
+                line = exc.line or 1
+                problems.append(PolicyError(str(path), line, 1, exc.message, "crm-file"))
     problems.extend(check(docs, crm_fields=crm_fields))
     if any(p.severity == "error" for p in problems) or not compile:
         return Loaded(tuple(docs), tuple(sorted(problems)), None, version, crm_path)
