@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,8 +31,8 @@ from router.auth import AuthConfig, verify_admin, verify_webhook
 from router.capture import Capture
 from router.decisionlog import DecisionLog
 from router.metrics import Metrics
-from router.service import Outcome, decide
-from router.store import PolicyStore, ReloadResult
+from router.service import Outcome, Pending, decide, decide_now
+from router.store import Live, PolicyStore, ReloadResult
 
 log = logging.getLogger("router.app")
 MAX_BODY = 1024 * 1024
@@ -160,6 +160,11 @@ class Server:
 
     # ------------------------------------------------------------ webhook
 
+    @property
+    def signs_url(self) -> bool:
+        """Whether the HMAC payload signs the request URL (which must then be rebuilt per call)."""
+        return self.auth.hmac is not None and "{url}" in self.auth.hmac.payload
+
     async def webhook(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         headers = Headers(scope=scope)
@@ -167,16 +172,19 @@ class Server:
             body = await receive_body(scope, receive)
         except BodyTooLarge:
             return await send_json(send, _TOO_LARGE, 413)
-        status, reply = await self.answer(scope, headers, body, started)
+        url = str(URL(scope=scope)) if self.signs_url else ""
+        answer = self.answer_now(scope["method"], url, headers, body, started)
+        status, reply = answer if isinstance(answer, tuple) else await answer
         await send_json(send, reply, status)
 
-    async def answer(self, scope: Scope, headers: Headers, body: bytes, started: float) -> tuple[int, bytes]:
-        """The webhook's status and JSON reply for a read body."""
+    def answer_now(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes, started: float
+    ) -> tuple[int, bytes] | Coroutine[Any, Any, tuple[int, bytes]]:
+        """The webhook's status and JSON reply for a read body; a coroutine that gives them
+        when the answer waits for the CRM over the network. `url` only when signs_url."""
         auth = self.auth
         if auth.webhook_configured:
-            # The URL is only built when an HMAC payload format signs it.
-            url = str(URL(scope=scope)) if auth.hmac is not None and "{url}" in auth.hmac.payload else ""
-            if not verify_webhook(auth, headers, body, now=self.clock(), method=scope["method"], url=url):
+            if not verify_webhook(auth, headers, body, now=self.clock(), method=method, url=url):
                 self.metrics.auth_failures.inc()
                 return 401, _UNAUTHORIZED
         try:
@@ -193,7 +201,21 @@ class Server:
         if live is None:  # serve never starts without a policy; tests may
             return 503, _NO_POLICY
         transfer = kind == "transfer-destination-request"
-        outcome = await decide(live, message, started=started, transfer=transfer)
+        outcome = decide_now(live, message, started=started, transfer=transfer)
+        if isinstance(outcome, Pending):
+            return self._answer_later(kind, message, outcome, live, started)
+        return self._answered(kind, message, outcome, live, started)
+
+    async def _answer_later(
+        self, kind: str, message: dict[str, Any], pending: Pending, live: Live, started: float
+    ) -> tuple[int, bytes]:
+        return self._answered(kind, message, await pending.finish(), live, started)
+
+    def _answered(
+        self, kind: str, message: dict[str, Any], outcome: Outcome, live: Live, started: float
+    ) -> tuple[int, bytes]:
+        """Capture, shadow, metrics and the decision log for a finished outcome; its reply."""
+        transfer = kind == "transfer-destination-request"
         if self.capture is not None and not transfer:
             self.capture.write(message)
         if self.shadow is not None and self.shadow.live is not None:

@@ -59,6 +59,10 @@ NOT_FOUND = CrmRecord("not_found")
 class CrmClient(Protocol):
     """Anything that answers lookups; `lookup` never raises (except on cancellation)."""
 
+    def cached(self, number: str) -> CrmRecord | None:
+        """The record if it is at hand without waiting, else None (then `lookup`)."""
+        ...
+
     async def lookup(self, number: str) -> CrmRecord: ...
     async def aclose(self) -> None: ...
 
@@ -120,6 +124,8 @@ class FileCrm:
     def get(self, number: str) -> CrmRecord:
         """The record for an E.164 number: ok, or not_found."""
         return self._records.get(number, NOT_FOUND)
+
+    cached = get  # in memory: always at hand
 
     async def lookup(self, number: str) -> CrmRecord:
         return self.get(number)
@@ -273,14 +279,23 @@ class HttpCrm:
     ) -> None:
         await self.aclose()
 
+    def cached(self, number: str) -> CrmRecord | None:
+        """The cached, unexpired record for an E.164 number, or None; never waits."""
+        start = time.perf_counter()
+        hit = self._cache.get(number)
+        if hit is None:
+            return None
+        if hit[0] > self._clock():
+            return replace(hit[1], cached=True, ms=(time.perf_counter() - start) * 1000)
+        del self._cache[number]
+        return None
+
     async def lookup(self, number: str) -> CrmRecord:
         """The record for an E.164 number, within timeout_ms of this call, whatever the CRM does."""
         start = time.perf_counter()
-        hit = self._cache.get(number)
+        hit = self.cached(number)
         if hit is not None:
-            if hit[0] > self._clock():
-                return replace(hit[1], cached=True, ms=(time.perf_counter() - start) * 1000)
-            del self._cache[number]
+            return hit
         deadline = asyncio.get_running_loop().time() + self._timeout_s
         task = self._inflight.get(number)
         if task is None:  # single-flight: later callers for this number wait on the same request

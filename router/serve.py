@@ -142,7 +142,7 @@ def run(options: ServeOptions) -> int:
         workers=options.workers,
         factory=True,
         loop="uvloop",
-        http="httptools",
+        http="router.fasthttp:WebhookProtocol",
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=10,

@@ -62,8 +62,8 @@ async def lookup_crm(live: Live, facts: Facts, deadline: float) -> tuple[Facts, 
     """The caller's CRM record within what is left before `deadline`, folded into the facts, and
     whether the deadline (rather than the CRM's own timeout) cut the lookup short."""
     assert live.crm is not None and facts.caller is not None
-    if type(live.crm) is FileCrm:  # in memory, never waits: no timer to arm (lookup() is get())
-        record = live.crm.get(facts.caller)
+    record = live.crm.cached(facts.caller)
+    if record is not None:  # the file CRM, or a cache hit: no timer to arm
         return facts.with_crm(record.status, record.tags, record.fields), record, False
     remaining = deadline - time.perf_counter() - MARGIN_S
     started = time.perf_counter()
@@ -78,12 +78,36 @@ async def lookup_crm(live: Live, facts: Facts, deadline: float) -> tuple[Facts, 
     return facts.with_crm(record.status, record.tags, record.fields), record, cut
 
 
-async def decide(
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A decision that waits for the CRM over the network: `decide_now` stopped there, and
+    `finish` looks the caller up and routes on the answer."""
+
+    live: Live
+    facts: Facts
+    deadline: float
+    eval_ns: int
+    transfer: bool
+
+    async def finish(self) -> Outcome:
+        """The outcome once the CRM has answered (or the deadline came); never raises."""
+        live, facts, transfer = self.live, self.facts, self.transfer
+        record: CrmRecord | None = None
+        try:
+            facts, record, cut = await lookup_crm(live, facts, self.deadline)
+            if cut:  # the deadline, not the CRM's timeout_ms, ended it: no time left to route on
+                return fallback(live, facts, record, self.eval_ns, record.reason, transfer=transfer)
+            return _route(live, facts, record, self.eval_ns, transfer)
+        except Exception as exc:
+            return _failed(live, facts, record, self.eval_ns, exc, transfer)
+
+
+def decide_now(
     live: Live, message: Mapping[str, Any], *, started: float, transfer: bool = False
-) -> Outcome:
-    """Route one message within the policy's deadline; never raises."""
+) -> Outcome | Pending:
+    """Route one message without waiting: the outcome, or Pending when a route needs a CRM
+    record that is not at hand (the file CRM and cached records are). Never raises."""
     policy = live.policy
-    deadline = started + policy.settings.deadline_ms / 1000
     facts: Facts | None = None
     record: CrmRecord | None = None
     eval_ns = 0
@@ -91,33 +115,64 @@ async def decide(
         facts = base_facts(policy, message)
         t = time.perf_counter_ns()
         decision: Decision = evaluate_transfer(policy, facts) if transfer else evaluate(policy, facts)
-        eval_ns += time.perf_counter_ns() - t
+        eval_ns = time.perf_counter_ns() - t
         needs = decision.needs_crm or (
             decision.target is not None and facts.crm_status is None and live.reads_crm(decision.target)
         )
-        if needs:
-            facts, record, cut = await lookup_crm(live, facts, deadline)
-            if cut:  # the deadline, not the CRM's timeout_ms, ended it: no time left to route on
-                return fallback(live, facts, record, eval_ns, record.reason, transfer=transfer)
-            t = time.perf_counter_ns()
-            decision = evaluate_transfer(policy, facts) if transfer else evaluate(policy, facts)
-            eval_ns += time.perf_counter_ns() - t
-        route = decision.route.id if decision.route else None
-        target = decision.target
-        if target is None:  # a transfer-destination-request no route takes
-            return _outcome(b"{}", "none", None, None, facts, record, eval_ns, None)
-        leaf = choose(target, facts)
-        if leaf.prepared is not None:  # no template: the reply was encoded at compile time
-            body = leaf.prepared
-        else:
-            reply, leaf = render(leaf, facts, route or "default")
-            body = orjson.dumps(reply)
-        name = leaf.name or target.name
-        return _outcome(body, leaf.kind, route, name, facts, record, eval_ns, None)
-    except Exception as exc:  # the reason is logged; the caller still gets an answer
-        reason = f"{type(exc).__name__}: {exc}"[:300]
-        log.warning("routing fell back: %s", reason)
-        return fallback(live, facts, record, eval_ns, reason, transfer=transfer)
+        if not needs:
+            return _outcome_of(live, facts, decision, None, eval_ns)
+        assert live.crm is not None and facts.caller is not None
+        record = live.crm.cached(facts.caller)
+        if record is None:
+            deadline = started + policy.settings.deadline_ms / 1000
+            return Pending(live, facts, deadline, eval_ns, transfer)
+        facts = facts.with_crm(record.status, record.tags, record.fields)
+        return _route(live, facts, record, eval_ns, transfer)
+    except Exception as exc:
+        return _failed(live, facts, record, eval_ns, exc, transfer)
+
+
+async def decide(
+    live: Live, message: Mapping[str, Any], *, started: float, transfer: bool = False
+) -> Outcome:
+    """Route one message within the policy's deadline; never raises."""
+    result = decide_now(live, message, started=started, transfer=transfer)
+    return await result.finish() if isinstance(result, Pending) else result
+
+
+def _route(live: Live, facts: Facts, record: CrmRecord | None, eval_ns: int, transfer: bool) -> Outcome:
+    """Evaluate again on facts that now hold the CRM record, and answer."""
+    policy = live.policy
+    t = time.perf_counter_ns()
+    decision = evaluate_transfer(policy, facts) if transfer else evaluate(policy, facts)
+    eval_ns += time.perf_counter_ns() - t
+    return _outcome_of(live, facts, decision, record, eval_ns)
+
+
+def _outcome_of(
+    live: Live, facts: Facts, decision: Decision, record: CrmRecord | None, eval_ns: int
+) -> Outcome:
+    route = decision.route.id if decision.route else None
+    target = decision.target
+    if target is None:  # a transfer-destination-request no route takes
+        return _outcome(b"{}", "none", None, None, facts, record, eval_ns, None)
+    leaf = choose(target, facts)
+    if leaf.prepared is not None:  # no template: the reply was encoded at compile time
+        body = leaf.prepared
+    else:
+        reply, leaf = render(leaf, facts, route or "default")
+        body = orjson.dumps(reply)
+    name = leaf.name or target.name
+    return _outcome(body, leaf.kind, route, name, facts, record, eval_ns, None)
+
+
+def _failed(
+    live: Live, facts: Facts | None, record: CrmRecord | None, eval_ns: int, exc: Exception, transfer: bool
+) -> Outcome:
+    # the reason is logged; the caller still gets an answer
+    reason = f"{type(exc).__name__}: {exc}"[:300]
+    log.warning("routing fell back: %s", reason)
+    return fallback(live, facts, record, eval_ns, reason, transfer=transfer)
 
 
 def fallback(

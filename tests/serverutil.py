@@ -270,7 +270,7 @@ class InProcess(_Base):
         config = uvicorn.Config(
             create_app(self.server, path=self.webhook_path),
             loop="uvloop",
-            http="httptools",
+            http="router.fasthttp:WebhookProtocol",
             lifespan="on",
             log_config=None,
             log_level="warning",

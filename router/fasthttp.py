@@ -1,0 +1,209 @@
+"""WebhookProtocol: uvicorn's httptools protocol with the webhook answered in the protocol. [I/O]
+
+uvicorn serves an ASGI request by building a scope, a request cycle, an event and a task,
+and by checking every response header again; for the one request this server exists for,
+that machinery costs more than routing the call. So a POST to the webhook path is parsed
+here and, when its answer needs no waiting (no CRM, the file CRM or a cached record), the
+reply is written from the parser's callback: no task, no ASGI messages.
+
+Everything else keeps uvicorn's own path, unchanged: other paths and methods, a request
+pipelined behind one still being answered, a connection whose writes are paused, a
+`root_path`, `limit_concurrency`, an HMAC that signs the URL. An answer that waits for an
+HTTP CRM is handed to a uvicorn request cycle, which keeps pipelined requests in order and
+knows when the client has gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+
+from router.app import _TOO_LARGE, MAX_BODY, RouterApp, Server, send_json
+
+_JSON_HEADERS = b"content-type: application/json\r\n"
+_CLOSE = b"connection: close\r\n"
+_ERROR = b"Internal Server Error"
+
+
+def find_router(app: Any) -> RouterApp | None:
+    """The RouterApp inside uvicorn's middleware wrappers (proxy headers, message logger)."""
+    for _ in range(8):
+        if isinstance(app, RouterApp):
+            return app
+        app = getattr(app, "app", None)
+    return None
+
+
+class WebhookProtocol(HttpToolsProtocol):
+    """`uvicorn --http router.fasthttp:WebhookProtocol`; behaves as `--http httptools` except
+    that it answers webhook POSTs itself (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        router = find_router(self.app)
+        self._router: Server | None = None
+        self._path = b""
+        if (
+            router is not None
+            and router.webhook_endpoint is not None
+            and not self.root_path
+            and self.limit_concurrency is None
+            and not router.webhook_endpoint.server.signs_url
+        ):
+            self._router = router.webhook_endpoint.server
+            self._path = router.webhook_path.encode("ascii")
+        # the webhook request being read here, when it takes the fast path
+        self._fast = False
+        self._discard = False  # a refused body: ignore the rest of it
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._keep_alive = True
+        self._started = 0.0
+
+    # ------------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:
+        self._fast = self._discard = False
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        if self._takes_fast_path():
+            self._begin_fast()
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self._discard:
+            return
+        if not self._fast:
+            super().on_body(body)
+            return
+        self._size += len(body)
+        if self._size > MAX_BODY:
+            self._refuse_too_large()
+            return
+        self._chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._discard:
+            return
+        if not self._fast:
+            super().on_message_complete()
+            return
+        self._fast = False
+        chunks = self._chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks = []
+        assert self._router is not None
+        try:
+            answer = self._router.answer_now("POST", "", Headers(raw=self.headers), body, self._started)
+        except Exception as exc:  # a bug: answer as uvicorn does when an ASGI app raises
+            self.logger.error("Exception in the webhook", exc_info=exc)
+            self._write_error()
+            return
+        if isinstance(answer, tuple):
+            self._write(*answer)
+        else:
+            self._hand_over(answer)
+
+    # ------------------------------------------------------------ the fast path
+
+    def _takes_fast_path(self) -> bool:
+        parser = self.parser
+        return (
+            self._router is not None
+            and parser.get_method() == b"POST"
+            and (self.cycle is None or self.cycle.response_complete)
+            and not self.pipeline
+            and not self.flow.write_paused
+            and not parser.should_upgrade()
+            and self.url.partition(b"?")[0] == self._path
+        )
+
+    def _begin_fast(self) -> None:
+        self._fast = True
+        self._started = time.perf_counter()
+        self._chunks = []
+        self._size = 0
+        version = self.parser.get_http_version()
+        self._keep_alive = version != "1.0" and self.parser.should_keep_alive()
+        self.scope["method"] = "POST"
+        if version != "1.1":
+            self.scope["http_version"] = version
+        length = next((v for k, v in self.headers if k == b"content-length"), None)
+        if length is not None and length.isdigit() and int(length) > MAX_BODY:
+            self._refuse_too_large()
+            return
+        if self.expect_100_continue:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _refuse_too_large(self) -> None:
+        """413 and close: the rest of the body is not read."""
+        self._fast = False
+        self._discard = True
+        self._chunks = []
+        self._keep_alive = False
+        self._write(413, _TOO_LARGE)
+
+    def _write(self, status: int, body: bytes) -> None:
+        """One response, as uvicorn writes it for `send_json` (default headers first)."""
+        out = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            out += (name, b": ", value, b"\r\n")
+        out += (b"content-length: ", str(len(body)).encode(), b"\r\n", _JSON_HEADERS)
+        if not self._keep_alive:
+            out.append(_CLOSE)
+        out += (b"\r\n", body)
+        self.transport.write(b"".join(out))
+        if self.access_log:
+            self.access_logger.info(
+                '%s - "POST %s HTTP/%s" %d',
+                f"{self.client[0]}:{self.client[1]}" if self.client else "-",
+                self.url.decode("latin-1"),
+                self.scope["http_version"],
+                status,
+            )
+        if not self._keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+
+    def _write_error(self) -> None:
+        self._keep_alive = False
+        out = [STATUS_LINE[500], b"content-type: text/plain; charset=utf-8\r\n"]
+        out += (b"content-length: 21\r\n", _CLOSE, b"\r\n", _ERROR)
+        self.transport.write(b"".join(out))
+        self.transport.close()
+
+    def _hand_over(self, answer: Coroutine[Any, Any, tuple[int, bytes]]) -> None:
+        """Finish in a uvicorn request cycle: the answer waits for the CRM, and a request that
+        is pipelined behind this one must wait for it (uvicorn queues it on this cycle)."""
+        scope = self.scope
+        raw_path, _, query = self.url.partition(b"?")
+        scope["path"], scope["raw_path"], scope["query_string"] = raw_path.decode("ascii"), raw_path, query
+        cycle = RequestResponseCycle(
+            scope=scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=self._keep_alive,
+            on_response=self.on_response_complete,
+        )
+        cycle.more_body = False
+        self.cycle = cycle
+
+        async def reply(scope: Scope, receive: Receive, send: Send) -> None:
+            status, body = await answer
+            await send_json(send, body, status)
+
+        self._start_asgi_task(cycle, reply)  # type: ignore[arg-type]  # Starlette's ASGI types
