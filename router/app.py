@@ -183,10 +183,11 @@ class Server:
         """The webhook's status and JSON reply for a read body; a coroutine that gives them
         when the answer waits for the CRM over the network. `url` only when signs_url."""
         auth = self.auth
-        if auth.webhook_configured:
-            if not verify_webhook(auth, headers, body, now=self.clock(), method=method, url=url):
-                self.metrics.auth_failures.inc()
-                return 401, _UNAUTHORIZED
+        if auth.webhook_configured and not verify_webhook(
+            auth, headers, body, now=self.clock(), method=method, url=url
+        ):
+            self.metrics.auth_failures.inc()
+            return 401, _UNAUTHORIZED
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from router.crm import CrmRecord, FileCrm
+from router.crm import CrmRecord
 from router.evaluator import evaluate, evaluate_transfer
 from router.facts import facts_from_message
 from router.model import Decision, Facts, Policy
