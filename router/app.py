@@ -29,8 +29,8 @@ from starlette.types import Receive, Scope, Send
 from router import phone
 from router.auth import AuthConfig, verify_admin, verify_webhook
 from router.capture import Capture
-from router.decisionlog import DecisionLog
-from router.metrics import Metrics
+from router.decisionlog import DecisionLog, timestamp
+from router.metrics import FLUSH_S, Metrics
 from router.service import Outcome, Pending, decide, decide_now
 from router.store import Live, PolicyStore, ReloadResult
 
@@ -242,7 +242,7 @@ class Server:
             log.info("shadow differs: live %s, shadow %s", live_route, shadow_route)
             self.decision_log.write(
                 {
-                    "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    "time": timestamp(),
                     "shadow_diff": True,
                     "call_id": _call_id(message),
                     "live_route": live_route,
@@ -257,17 +257,19 @@ class Server:
         outcome = "fallback" if o.fallback_reason else ("matched" if o.route else "default")
         if kind == "transfer-destination-request" and o.reply_kind == "none" and not o.fallback_reason:
             outcome = "no_transfer"
-        m = self.metrics
-        m.count_decision(o.route or "default", outcome)
-        m.decision_seconds.observe(o.eval_us / 1e6)
-        m.request_seconds.observe(elapsed)
-        if o.crm_record is not None:
-            m.count_crm_lookup(o.crm_record.status)
-            m.crm_seconds.observe(o.crm_record.ms / 1000)
+        record = o.crm_record
+        self.metrics.answered(
+            o.route or "default",
+            outcome,
+            o.eval_us / 1e6,
+            elapsed,
+            record.status if record is not None else None,
+            record.ms / 1000 if record is not None else 0.0,
+        )
         facts = o.facts
         self.decision_log.write(
             {
-                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "time": timestamp(),
                 "call_id": _call_id(message),
                 "type": kind,
                 "route": o.route or ("default" if kind == "assistant-request" else None),
@@ -339,12 +341,13 @@ class Server:
             self.store.load_now()
         if self.shadow is not None and self.shadow.live is None:
             self.shadow.load_now()
-        tasks: list[asyncio.Task[None]] = []
+        tasks: list[asyncio.Task[None]] = [asyncio.create_task(self._flush_metrics())]
         for hook in self.startup_hooks:
             tasks.append(asyncio.create_task(hook(self)))
         try:
             yield
         finally:
+            self.metrics.flush()
             for t in [*tasks, *self._background]:
                 t.cancel()
             for t in tasks:
@@ -356,6 +359,13 @@ class Server:
             if self.capture is not None:
                 self.capture.close()
             self.decision_log.close()
+
+    async def _flush_metrics(self) -> None:
+        """Counts of answered calls reach prometheus-client every FLUSH_S (and /metrics
+        flushes first): with --workers, another worker's /metrics sees them this late."""
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            self.metrics.flush()
 
     startup_hooks: list[Callable[[Server], Any]] = field(default_factory=list)
     workers: int = 1

@@ -49,6 +49,7 @@ from router.model import (
     Variable,
     Variant,
 )
+from router.replies import splice
 from router.schedules import Schedule, compile_schedule
 
 TEMPLATE = re.compile(r"\$\{([^}]*)\}")
@@ -243,7 +244,8 @@ class Compiler:
         body = {k: _templated(v) for k, v in raw.items() if k != "description"}
         templated = _has_template(body)
         prepared = None if templated else orjson.dumps(body)
-        return Target(name, kind, src, body=body, templated=templated, prepared=prepared)
+        spliced = splice(kind, body) if templated else None
+        return Target(name, kind, src, body=body, templated=templated, prepared=prepared, spliced=spliced)
 
     # ------------------------------------------------------------ policy
 

@@ -10,6 +10,7 @@ import queue
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import orjson
@@ -19,6 +20,23 @@ _STOP = object()
 # carry many lines (and the thread wakes, taking the GIL, a few hundred times a second at
 # most instead of once per call). A line reaches the file at most this much later.
 BATCH_S = 0.005
+
+
+_second: list[Any] = [-1, ""]  # the last whole second stamped and its ISO text
+
+
+def timestamp(now: float | None = None) -> str:
+    """UTC time with milliseconds, as datetime.isoformat(timespec="milliseconds") writes it
+    ('2026-11-21T07:37:37.027+00:00'), at a third of its cost: the seconds are formatted
+    once per second."""
+    now = time.time() if now is None else now
+    second = int(now)
+    micro = round((now - second) * 1e6)  # rounded to microseconds first, as datetime does
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    if second != _second[0]:
+        _second[:] = second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second[1]}.{micro // 1000:03d}+00:00"
 
 
 class DecisionLog:

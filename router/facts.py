@@ -24,7 +24,17 @@ def _get(obj: Any, *path: str) -> Any:
     return obj
 
 
+def _child(obj: Any, key: str) -> Any:
+    """obj[key] of a mapping, None for anything else: _get with one key, at half its cost
+    (facts_from_message takes a dozen steps per call)."""
+    if type(obj) is dict:
+        return obj.get(key)
+    return obj.get(key) if isinstance(obj, Mapping) else None
+
+
 def _text(value: Any) -> str | None:
+    if type(value) is str:  # nearly always
+        return value
     if isinstance(value, bool):
         return None
     return scalar_text(value)
@@ -54,7 +64,8 @@ def parse_time(value: Any) -> datetime | None:
             if not math.isfinite(value):
                 return None
             seconds = value / 1000 if abs(value) > 1e11 else value
-            return _plausible(datetime.fromtimestamp(seconds, UTC))
+            # the years 1900-2999 in epoch seconds, without building a datetime to ask
+            return datetime.fromtimestamp(seconds, UTC) if _FIRST_S <= seconds < _LAST_S else None
         if isinstance(value, str) and value.strip() and len(value) <= 64:
             text = value.strip()
             if text.replace(".", "", 1).isdigit():
@@ -64,6 +75,10 @@ def parse_time(value: Any) -> datetime | None:
     except (ValueError, OverflowError, OSError):
         return None
     return None
+
+
+_FIRST_S = datetime(1900, 1, 1, tzinfo=UTC).timestamp()
+_LAST_S = datetime(3000, 1, 1, tzinfo=UTC).timestamp()
 
 
 def _plausible(at: datetime) -> datetime | None:
@@ -83,18 +98,20 @@ def facts_from_message(
 
     `crm_enabled` None leaves crm_status unset; False makes it "disabled"; True leaves it
     unset for the lookup, except "not_found" for an anonymous caller (nothing to look up)."""
-    call = _get(message, "call")  # each path below from `call` is the same as from `message`
-    number = _get(message, "phoneNumber")
-    raw_caller = _text(_get(message, "customer", "number")) or _text(_get(call, "customer", "number"))
-    raw_dialled = _text(_get(number, "number"))
-    variables_raw = _get(call, "assistantOverrides", "variableValues")
+    call = _child(message, "call")  # each path below from `call` is the same as from `message`
+    number = _child(message, "phoneNumber")
+    raw_caller = _text(_child(_child(message, "customer"), "number")) or _text(
+        _child(_child(call, "customer"), "number")
+    )
+    raw_dialled = _text(_child(number, "number"))
+    variables_raw = _child(_child(call, "assistantOverrides"), "variableValues")
     variables: dict[str, str] = {}
-    if isinstance(variables_raw, Mapping):
+    if variables_raw and isinstance(variables_raw, Mapping):
         for k, v in variables_raw.items():
             text = scalar_text(v)
             if isinstance(k, str) and text is not None:
                 variables[k] = text
-    pnid = _text(_get(call, "phoneNumberId")) or _text(_get(number, "id"))
+    pnid = _text(_child(call, "phoneNumberId")) or _text(_child(number, "id"))
     caller = phone.normalise(raw_caller, region) if raw_caller else None
     status: CrmStatus | None = None
     if crm_enabled is False:
@@ -106,7 +123,7 @@ def facts_from_message(
         dialled=phone.normalise(raw_dialled, region) if raw_dialled else None,
         at=parse_time(message.get("timestamp")) or now,
         phone_number_id=pnid,
-        call_id=_text(_get(call, "id")),
+        call_id=_text(_child(call, "id")),
         variables=variables,
         crm_status=status,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import time
+from bisect import bisect_left
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,6 +23,37 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _FAST = (0.000_005, 0.00001, 0.000_025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01)
 _SLOW = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5)
+# How often the counts of answered calls reach prometheus-client (and, with --workers, the
+# files every worker's /metrics sums): a scrape sees a call at most this much later.
+FLUSH_S = 1.0
+
+
+class _Tally:
+    """A histogram's observations counted in plain Python until the next flush: observe()
+    in prometheus-client takes a lock per bucket and sum, four times per call here."""
+
+    __slots__ = ("bounds", "counts", "histogram", "total")
+
+    def __init__(self, histogram: Histogram, bounds: tuple[float, ...]) -> None:
+        self.histogram = histogram
+        self.bounds = (*bounds, float("inf"))
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def flush(self) -> None:
+        # the same buckets Histogram.observe fills: the first upper bound >= the value
+        buckets = self.histogram._buckets
+        for i, n in enumerate(self.counts):
+            if n:
+                buckets[i].inc(n)
+                self.counts[i] = 0
+        if self.total:
+            self.histogram._sum.inc(self.total)
+            self.total = 0.0
 
 
 class Metrics:
@@ -80,23 +112,37 @@ class Metrics:
             registry=r,
         )
         self._version: str | None = None
-        # labelled children by label values: .labels() validates and locks on every call
-        self._decided: dict[tuple[str, str], Counter] = {}
-        self._looked_up: dict[str, Counter] = {}
+        # answered calls since the last flush
+        self._decided: dict[tuple[str, str], int] = {}
+        self._looked_up: dict[str, int] = {}
+        self._decision_tally = _Tally(self.decision_seconds, _FAST)
+        self._request_tally = _Tally(self.request_seconds, _SLOW)
+        self._crm_tally = _Tally(self.crm_seconds, _SLOW)
 
-    def count_decision(self, route: str, outcome: str) -> None:
-        """router_decisions_total{route, outcome} += 1."""
-        child = self._decided.get((route, outcome))
-        if child is None:
-            child = self._decided[(route, outcome)] = self.decisions.labels(route, outcome)
-        child.inc()
+    def answered(
+        self, route: str, outcome: str, eval_s: float, request_s: float, crm: str | None, crm_s: float
+    ) -> None:
+        """One answered call: router_decisions_total{route, outcome}, the decision and request
+        times, and (crm: the lookup's status) the CRM lookup. Counted here, published by flush()."""
+        key = (route, outcome)
+        decided = self._decided
+        decided[key] = decided.get(key, 0) + 1
+        self._decision_tally.observe(eval_s)
+        self._request_tally.observe(request_s)
+        if crm is not None:
+            self._looked_up[crm] = self._looked_up.get(crm, 0) + 1
+            self._crm_tally.observe(crm_s)
 
-    def count_crm_lookup(self, status: str) -> None:
-        """router_crm_lookups_total{status} += 1."""
-        child = self._looked_up.get(status)
-        if child is None:
-            child = self._looked_up[status] = self.crm_lookups.labels(status)
-        child.inc()
+    def flush(self) -> None:
+        """Publish what answered() counted to prometheus-client (and the multiprocess files)."""
+        decided, self._decided = self._decided, {}
+        for (route, outcome), n in decided.items():
+            self.decisions.labels(route, outcome).inc(n)
+        looked_up, self._looked_up = self._looked_up, {}
+        for status, n in looked_up.items():
+            self.crm_lookups.labels(status).inc(n)
+        for tally in (self._decision_tally, self._request_tally, self._crm_tally):
+            tally.flush()
 
     def set_version(self, version: str) -> None:
         if self._version is not None and self._version != version:
@@ -106,6 +152,7 @@ class Metrics:
 
     def render(self) -> bytes:
         """Prometheus text; with --workers, the sum over every worker's files."""
+        self.flush()
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if directory:
             # A worker that is starting may have created its file but not written it yet,

@@ -503,7 +503,11 @@ class Variant:
 @dataclass(frozen=True, slots=True)
 class Target:
     """What to answer. `body` is the reply with Template leaves; `prepared` is the reply
-    serialised at compile time when nothing in it depends on the call."""
+    serialised at compile time when nothing in it depends on the call. `spliced` is, for a
+    templated reply, the same serialisation with a `%s` hole per ${…} reference: (format
+    bytes with `%` doubled, the references in order, the indices of the references that make
+    up the reply's one choice when only they decide whether it renders empty) — see
+    replies.splice and replies.render_bytes; None where the reply must be rendered in full."""
 
     name: str | None
     kind: str  # one of TARGET_KINDS or "split"
@@ -514,6 +518,10 @@ class Target:
     variants: tuple[Variant, ...] = ()
     total_weight: int = 0
     salt: str = ""
+    # derived from body (so left out of eq/hash/repr like Source.doc)
+    spliced: tuple[bytes, tuple[tuple[str, str], ...], tuple[int, ...]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
 
 # ---------------------------------------------------------------- policy
