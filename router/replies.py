@@ -102,9 +102,10 @@ def _empty_choice(kind: str, reply: dict[str, Any]) -> bool:
 # references. JSON-escaping a string escapes it character by character, so the escaped
 # reply is the escaped literal text with each reference's escaped value in between: the
 # compiler serialises the reply once with a marker per reference and keeps the bytes around
-# the markers; a call escapes just the values (one orjson.dumps of the list of them) and
+# the markers (as a %-format); a call only escapes the values (orjson.dumps(text)[1:-1]) and
 # formats them in. The reply's "choice" (assistantId, destination.number, ...) must not
-# render empty; which references decide that is worked out here too.
+# render empty; which references decide that is worked out here too. What cannot be decided
+# from the references alone is left to render (Target.spliced None).
 
 
 def splice(kind: str, body: Mapping[str, Any]) -> Spliced | None:
@@ -175,9 +176,10 @@ def _choice_refs(kind: str, body: Mapping[str, Any], owned: dict[int, list[int]]
 
 
 def render_bytes(leaf: Target, facts: Facts, route: str, *, lenient: bool = False) -> bytes:
-    """The reply of an already chosen leaf target as JSON bytes: exactly
-    orjson.dumps(render(leaf, facts, route, lenient=lenient)[0]), raising TemplateError in
-    the same cases, without building the reply."""
+    """The reply of a leaf target (`choose` already applied) as JSON bytes: exactly
+    orjson.dumps(render(leaf, facts, route, lenient=lenient)[0]), raising TemplateError (and
+    orjson's error for a lone surrogate) in the same cases, without building the reply.
+    The prepared bytes when nothing is templated; render + dumps when splice declined."""
     prepared = leaf.prepared
     if prepared is not None:
         return prepared

@@ -20,7 +20,7 @@ from router.crm import CrmRecord
 from router.evaluator import evaluate, evaluate_transfer
 from router.facts import facts_from_message
 from router.model import Decision, Facts, Policy
-from router.replies import choose, render
+from router.replies import choose, render, render_bytes
 from router.store import Live
 
 log = logging.getLogger("router.service")
@@ -159,11 +159,8 @@ def _outcome_of(
     if target is None:  # a transfer-destination-request no route takes
         return _outcome(b"{}", "none", None, None, facts, record, eval_ns, None)
     leaf = choose(target, facts)
-    if leaf.prepared is not None:  # no template: the reply was encoded at compile time
-        body = leaf.prepared
-    else:
-        reply, leaf = render(leaf, facts, route or "default")
-        body = orjson.dumps(reply)
+    # the bytes encoded at compile time, with any ${…} values spliced in
+    body = render_bytes(leaf, facts, route or "default")
     name = leaf.name or target.name
     return _outcome(body, leaf.kind, route, name, facts, record, eval_ns, None)
 

@@ -26,6 +26,7 @@ import uvicorn
 from crmserver import ThreadedUvicorn, start_in_thread
 
 from router.app import Server, create_app
+from router.metrics import FLUSH_S
 from router.serve import ServeOptions, build_server
 
 VAPI_DIR = Path(__file__).resolve().parents[2] / "shared" / "vapi"  # ../shared beside the repo
@@ -194,6 +195,16 @@ class _Base:
         response = client.get("/metrics")
         assert response.status_code == 200, response.text
         return parse_metrics(response.text)
+
+    def settled_metrics(self, client: httpx.Client, name: str, expected: float) -> dict[str, float]:
+        """The /metrics samples once `name` reaches `expected`, or after 5 flush intervals: each
+        --workers process publishes its counts every FLUSH_S, and /metrics sums them all."""
+        end = time.monotonic() + 5 * FLUSH_S
+        samples = self.metrics(client)
+        while metric(samples, name) < expected and time.monotonic() < end:
+            time.sleep(0.05)
+            samples = self.metrics(client)
+        return samples
 
 
 def parse_metrics(text: str) -> dict[str, float]:

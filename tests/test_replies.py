@@ -11,7 +11,7 @@ import pytest
 
 from router.loader import lint_texts
 from router.model import Facts, Policy, Target
-from router.replies import TemplateError, choose, render
+from router.replies import TemplateError, choose, render, render_bytes
 
 POLICY = """version: 1
 settings: {region: US}
@@ -217,3 +217,15 @@ def test_default_and_leaf_targets_are_prepared() -> None:
         t = P.targets[name]
         assert t.prepared == orjson.dumps(t.body)
     assert P.targets["personal"].prepared is None
+
+
+def test_render_bytes_is_render_then_dumps() -> None:
+    """The server's path (spliced at compile time; tests/test_render_bytes.py has the rest)."""
+    target = route("personal")
+    assert target.spliced is not None
+    f = facts(crm={"name": 'Dana "D" \\ O\'Neil', "tier": "gold\n"})
+    assert render_bytes(target, f, "personal") == orjson.dumps(render(target, f, "personal")[0])
+    with pytest.raises(TemplateError, match=r"\$\{crm.name\} has no value for this caller"):
+        render_bytes(target, facts(), "personal")
+    liquid = route("liquid")
+    assert render_bytes(liquid, facts(), "liquid") is liquid.prepared

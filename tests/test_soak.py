@@ -224,7 +224,7 @@ def test_soak_with_a_failing_crm(tmp_path: Path) -> None:
             router_cpu, crm_cpu = cpu_seconds(srv.proc.pid) - router_cpu, cpu_seconds(crm_pid) - crm_cpu
             client_cpu = time.process_time() - client_cpu
             with srv.client() as client:
-                samples = srv.metrics(client)
+                samples = srv.settled_metrics(client, "router_decisions_total", REQUESTS)
             srv.stop()
         lookups = Counter(stop_crm())
     records = srv.log_records()
