@@ -81,9 +81,13 @@ class Source:
         return f"{self.file}:{self.line}:{self.column}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Facts:
-    """Everything a decision may depend on. CRM facts are None until looked up."""
+    """Everything a decision may depend on. CRM facts are None until looked up.
+
+    Treated as immutable (with_crm and dataclasses.replace make new ones); not declared
+    frozen only because a frozen dataclass takes four times as long to build, and every
+    call builds one or two."""
 
     caller: str | None  # E.164, None = anonymous / withheld / unparseable
     dialled: str | None
@@ -98,7 +102,7 @@ class Facts:
     minute: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "minute", minute_of(self.at))
+        self.minute = minute_of(self.at)
 
     def with_crm(self, status: CrmStatus, tags: frozenset[str], crm: Mapping[str, str]) -> Facts:
         """These facts once the CRM answered (dataclasses.replace costs 3x as much per call)."""
