@@ -1,12 +1,23 @@
-"""One JSON line per answered routing request, written by a background thread. [I/O]
+"""One JSON line per answered routing request, written in batches. [I/O]
 
-The event loop only enqueues a finished line; the file write (and any slow disk or pipe)
-happens on the writer thread, so logging never blocks a call.
+The event loop collects finished lines and writes them every BATCH_S in one write. A
+regular file (the usual `--decision-log FILE`, or stdout redirected to one) is written
+from the event loop: the write lands in the page cache. A pipe or terminal (stdout under
+a container runtime) can stall when its reader does, so its batches go to a writer thread
+instead, every PIPE_BATCH_S, and a stalled reader never blocks a call.
+
+Why not a thread for everything: on this kind of 2-vCPU VM a second thread that wakes
+often slows the event loop's own thread by a fifth to a third (its GIL hand-offs move the
+loop between CPUs). Writing per line from a thread cost more than routing the call; a
+thread that wakes twice a second costs nothing measurable (bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import queue
+import stat
 import sys
 import threading
 import time
@@ -15,11 +26,9 @@ from typing import IO, Any
 
 import orjson
 
-_STOP = object()
-# After each write the writer waits this long, so that under load one write and one flush
-# carry many lines (and the thread wakes, taking the GIL, a few hundred times a second at
-# most instead of once per call). A line reaches the file at most this much later.
-BATCH_S = 0.005
+_STOP = b""  # batches are never empty
+BATCH_S = 0.01  # lines wait on the event loop at most this long (written from the loop)
+PIPE_BATCH_S = 0.5  # ... or this long, for a pipe or terminal (written by the thread)
 
 
 _second: list[Any] = [-1, ""]  # the last whole second stamped and its ISO text
@@ -43,54 +52,79 @@ class DecisionLog:
     """Writes decision records to stdout ("-"), a file (appended), or nowhere (None)."""
 
     def __init__(self, target: str | None = "-") -> None:
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._target = target
+        self._lines: list[bytes] = []  # on the event loop, not yet written
+        self._stream: IO[bytes] | None = None
+        self._own = target not in ("-", None)
+        self._threaded = False
+        self._batch_s = BATCH_S
+        self._batches: queue.SimpleQueue[bytes] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        if self._target is None or self._thread is not None:
+        if self._target is None or self._stream is not None:
             return
-        self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
-        self._thread.start()
+        stream = open(str(self._target), "ab") if self._own else sys.stdout.buffer  # noqa: SIM115
+        self._stream = stream
+        try:
+            regular = stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+        except (OSError, ValueError):  # no file descriptor (a test's stdout)
+            regular = False
+        if not regular:
+            self._threaded, self._batch_s = True, PIPE_BATCH_S
+            self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
+            self._thread.start()
+        if self._lines and self._timer is None:  # written before start()
+            self._flush()
 
     def write(self, record: dict[str, Any]) -> None:
-        if self._target is not None:
-            self._queue.put(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        """Encode one record; it is written within the batch time (at once without a loop)."""
+        if self._target is None:
+            return
+        lines = self._lines
+        lines.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        if len(lines) == 1:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # called outside the server (a tool, a test)
+                self._flush()
+                return
+            self._timer = loop.call_later(self._batch_s, self._flush)
+
+    def _flush(self) -> None:
+        lines, self._lines = self._lines, []
+        self._timer = None
+        if not lines:
+            return
+        if self._stream is None:  # not started: keep them for start()
+            self._lines = lines + self._lines
+            return
+        batch = b"".join(lines)
+        if self._threaded:
+            self._batches.put(batch)
+        else:
+            self._stream.write(batch)
+            self._stream.flush()
 
     def _run(self) -> None:
-        stream: IO[bytes]
-        own = self._target not in ("-", None)
-        stream = open(str(self._target), "ab") if own else sys.stdout.buffer  # noqa: SIM115 - closed below
-        try:
-            while True:
-                item = self._queue.get()
-                if item is _STOP:
-                    break
-                assert isinstance(item, bytes)
-                chunk = [item]
-                stopping = False
-                while True:  # drain what is queued so a burst costs one flush
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is _STOP:
-                        self._queue.put(_STOP)
-                        stopping = True
-                        break
-                    assert isinstance(more, bytes)
-                    chunk.append(more)
-                stream.write(b"".join(chunk))
-                stream.flush()
-                if not stopping:
-                    time.sleep(BATCH_S)
-        finally:
-            if own:
-                stream.close()
+        assert self._stream is not None
+        while True:
+            batch = self._batches.get()
+            if batch == _STOP:
+                break
+            self._stream.write(batch)
+            self._stream.flush()
 
     def close(self) -> None:
-        """Flush what is queued and stop the writer."""
+        """Write what is collected and stop (on the event loop's thread, or once it stopped)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._flush()
         if self._thread is not None:
-            self._queue.put(_STOP)
+            self._batches.put(_STOP)
             self._thread.join(timeout=5)
             self._thread = None
+        if self._stream is not None and self._own:
+            self._stream.close()
+        self._stream = None

@@ -1,7 +1,14 @@
-"""Change detection -> store.reload(): file events (incl. ConfigMap ..data swaps) and SIGHUP. [I/O]
+"""Change detection -> store.reload(): polled file state (incl. ConfigMap ..data swaps) and SIGHUP. [I/O]
 
 Detecting a change is kept apart from acting on it (as uvicorn's reloader does): a burst of
-events makes one reload, once the files have been quiet for the debounce time.
+changes makes one reload, once the files have been quiet for the debounce time.
+
+Detection polls: every POLL_S the event loop stats the few files a reload reads (the
+policy file or a set's top-level *.yaml, the ConfigMap `..` entries, the embedded CRM
+file). That costs tens of µs a poll, needs no inotify watch (and no inotify limits), sees a
+ConfigMap's symlink swap like any edit, and uses no thread. A watcher thread (watchfiles)
+woke twenty times a second to take the GIL, and on a 2-vCPU VM those hand-offs cost the
+event loop 5 % of its throughput under load (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -15,108 +22,84 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import watchfiles
-
 from router.store import PolicyStore
 
 log = logging.getLogger("router.watcher")
+POLL_S = 0.25  # how often the files are looked at
 DEBOUNCE_MS = 200  # reload once the files have been quiet this long...
 MAX_DELAY_MS = 2000  # ...or this long after the first change, if they never go quiet
-STEP_MS = 50
-RETRY_S = 1.0
+
+Snapshot = tuple[tuple[str, int, int, int], ...]  # (path, mtime_ns, size, inode) per file
 
 
-def _relevant(store: PolicyStore) -> Callable[[watchfiles.Change, str], bool]:
-    """Changes that can change what a reload loads: the policy file (or a directory set's
-    top-level *.yaml), ConfigMap internals (the `..data` swap and its `..<timestamp>`
-    directories) and the embedded CRM file. Anything else beside the policy (a decision log,
-    a capture, editor temp files) must not keep the watcher busy."""
+def snapshot(store: PolicyStore) -> Snapshot:
+    """The state of every file a reload of `store` reads: the policy file (or a directory
+    set's top-level *.yaml, not *.test.yaml), ConfigMap internals (`..data` and the
+    `..<timestamp>` directory it points to) and the embedded CRM file. Symlinks are followed,
+    so a ConfigMap swap shows as a new inode. Other files beside the policy (a decision log,
+    a capture, editor temp files) are not part of it."""
     root = Path(os.path.abspath(store.path))
     directory = root.is_dir()
     base = root if directory else root.parent
-
-    def keep(change: watchfiles.Change, name: str) -> bool:
-        path = Path(os.path.abspath(name))
-        if path == root:
-            return True
+    paths = [] if directory else [str(root)]
+    try:
+        with os.scandir(base) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith("..") or (
+                    directory and name.endswith(".yaml") and not name.endswith(".test.yaml")
+                ):
+                    paths.append(entry.path)
+    except OSError:  # the directory is gone for now: that is a state too
+        pass
+    live = store.live
+    if live is not None and live.policy.crm is not None and live.policy.crm.file:
+        paths.append(live.policy.crm.file)
+    state = []
+    for path in sorted(paths):
         try:
-            parts = path.relative_to(base).parts
-        except ValueError:
-            return False
-        if not parts:
-            return False
-        if parts[0].startswith(".."):
-            return True
-        if directory and len(parts) == 1 and path.suffix == ".yaml" and not path.name.endswith(".test.yaml"):
-            return True
-        live = store.live
-        crm = live.policy.crm.file if live is not None and live.policy.crm is not None else None
-        return crm is not None and path.name == Path(crm).name and os.path.realpath(path) == crm
-
-    return keep
+            st = os.stat(path)
+        except OSError:
+            state.append((path, -1, -1, -1))
+            continue
+        state.append((path, st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(state)
 
 
 async def watch(store: PolicyStore, *, stop: asyncio.Event | None = None) -> None:
-    """Reload the store after files under its path change, until cancelled (or `stop` is set).
+    """Reload the store after the files it reads change, until cancelled (or `stop` is set).
 
-    watchfiles hands over a batch as soon as one 50 ms step adds no *new* path to it, so
-    the writes of one save (or of a script writing a file twenty times) arrive in several
-    batches; reloading per batch would reload mid-write. Detection therefore only notes
-    the time, and the reload waits until the files have been quiet for DEBOUNCE_MS."""
-    target = store.path if store.path.is_dir() else store.path.parent
+    An editor's save or a script writing a file twenty times spans several polls;
+    reloading at the first changed poll would reload mid-write. Detection therefore only
+    notes the time, and the reload waits until the files have been quiet for DEBOUNCE_MS.
+    One reload at start catches up with any change since the start-up load (a no-op when
+    nothing changed)."""
     loop = asyncio.get_running_loop()
-    changed = asyncio.Event()
-    first = last = 0.0
-
-    async def detect() -> None:
-        nonlocal first, last
-        while stop is None or not stop.is_set():
-            try:
-                async for _changes in watchfiles.awatch(
-                    target,
-                    watch_filter=_relevant(store),
-                    debounce=MAX_DELAY_MS,
-                    step=STEP_MS,
-                    stop_event=stop,
-                    recursive=store.path.is_dir(),  # a set's CRM file may sit in a subdirectory
-                ):
-                    last = loop.time()
-                    if not changed.is_set():
-                        first = last
-                        changed.set()
-                return
-            except Exception as exc:  # e.g. the directory was replaced: watch it again
-                log.error("watching %s failed (%s); retrying in %g s", target, exc, RETRY_S)
-                await asyncio.sleep(RETRY_S)
-
-    detector = asyncio.create_task(detect())
-    # awatch registers its watch before it first waits, so once the detector has run one step
-    # every later change is seen. A change before that (say, between the start-up load and
-    # now) would be missed: one reload catches up (a no-op when nothing changed).
-    await asyncio.sleep(0)
+    seen = snapshot(store)
     first = last = loop.time()
-    changed.set()
-    try:
-        while True:
-            waiter = asyncio.create_task(changed.wait())
-            await asyncio.wait({waiter, detector}, return_when=asyncio.FIRST_COMPLETED)
-            if not waiter.done():  # stopped
-                waiter.cancel()
-                return
-            while (wait := min(last + DEBOUNCE_MS / 1000, first + MAX_DELAY_MS / 1000) - loop.time()) > 0:
-                await asyncio.sleep(wait)
-            changed.clear()
-            try:
-                result = await store.reload()
-            except Exception:  # never stop watching (store.reload reports its own faults)
-                log.exception("reloading %s failed", store.path)
+    pending = True
+    while stop is None or not stop.is_set():
+        if pending:
+            wait = min(last + DEBOUNCE_MS / 1000, first + MAX_DELAY_MS / 1000) - loop.time()
+            if wait <= 0:
+                pending = False
+                # taken before the reload reads the files: a write during the reload shows
+                # at the next poll (and reloads again; a no-op if the texts are the same)
+                seen = snapshot(store)
+                try:
+                    result = await store.reload()
+                except Exception:  # never stop watching (store.reload reports its own faults)
+                    log.exception("reloading %s failed", store.path)
+                else:
+                    if result.ok and result.changed:
+                        log.info("reloaded after a file change: %s", result.version)
                 continue
-            if result.ok and result.changed:
-                log.info("reloaded after a file change: %s", result.version)
-    finally:
-        detector.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await detector
+        await asyncio.sleep(min(POLL_S, wait) if pending else POLL_S)
+        now = snapshot(store)
+        if now != seen:
+            seen, last = now, loop.time()
+            if not pending:
+                pending, first = True, last
 
 
 def install_sighup(store: PolicyStore) -> Callable[[], None]:

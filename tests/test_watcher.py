@@ -15,9 +15,9 @@ from pathlib import Path
 from reloadutil import configmap_update, versioned
 
 from router.store import PolicyStore
-from router.watcher import DEBOUNCE_MS, install_sighup, watch
+from router.watcher import DEBOUNCE_MS, POLL_S, install_sighup, watch
 
-QUIET_S = DEBOUNCE_MS / 1000 + 0.4  # long enough for a reload that is coming to have come
+QUIET_S = POLL_S + DEBOUNCE_MS / 1000 + 0.4  # long enough for a reload that is coming to have come
 
 
 def store_at(path: Path) -> PolicyStore:
@@ -173,7 +173,7 @@ def test_a_burst_of_writes_makes_one_reload(tmp_path: Path) -> None:
             await asyncio.sleep(QUIET_S)
             before = store.reloads
             written = []
-            for i in range(20):  # 20 writes, 5 ms apart: ~100 ms, several of watchfiles' 50 ms steps
+            for i in range(20):  # 20 writes, 5 ms apart: ~100 ms, across polls
                 policy.write_text(versioned(10 + i), encoding="utf-8")
                 written.append(time.monotonic())
                 await asyncio.sleep(0.004)
