@@ -61,16 +61,28 @@ class DecisionLog:
         self._batches: queue.SimpleQueue[bytes] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._started = False
 
     def start(self) -> None:
-        if self._target is None or self._stream is not None:
+        if self._target is None or self._started:
             return
-        stream = open(str(self._target), "ab") if self._own else sys.stdout.buffer  # noqa: SIM115
+        self._started = True
+        stream: IO[bytes] | None
+        if self._own:
+            try:  # a FIFO (or device) may block on open: the thread opens it
+                regular = stat.S_ISREG(os.stat(str(self._target)).st_mode)
+            except FileNotFoundError:
+                regular = True  # created by the open below
+            except OSError:
+                regular = False
+            stream = open(str(self._target), "ab") if regular else None  # noqa: SIM115
+        else:
+            stream = sys.stdout.buffer
+            try:
+                regular = stat.S_ISREG(os.fstat(sys.stdout.buffer.fileno()).st_mode)
+            except (OSError, ValueError):  # no file descriptor (a test's stdout)
+                regular = False
         self._stream = stream
-        try:
-            regular = stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
-        except (OSError, ValueError):  # no file descriptor (a test's stdout)
-            regular = False
         if not regular:
             self._threaded, self._batch_s = True, PIPE_BATCH_S
             self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
@@ -97,24 +109,31 @@ class DecisionLog:
         self._timer = None
         if not lines:
             return
-        if self._stream is None:  # not started: keep them for start()
+        if not self._started:  # keep them for start()
             self._lines = lines + self._lines
             return
         batch = b"".join(lines)
         if self._threaded:
             self._batches.put(batch)
-        else:
+        elif self._stream is not None:
             self._stream.write(batch)
             self._stream.flush()
 
     def _run(self) -> None:
-        assert self._stream is not None
-        while True:
-            batch = self._batches.get()
-            if batch == _STOP:
-                break
-            self._stream.write(batch)
-            self._stream.flush()
+        # the thread's own reference: close() may give up waiting for a stalled reader
+        stream = self._stream
+        if stream is None:
+            stream = open(str(self._target), "ab")  # noqa: SIM115 - a FIFO: may wait for a reader
+        try:
+            while True:
+                batch = self._batches.get()
+                if batch == _STOP:
+                    break
+                stream.write(batch)
+                stream.flush()
+        finally:
+            if self._own:
+                stream.close()
 
     def close(self) -> None:
         """Write what is collected and stop (on the event loop's thread, or once it stopped)."""
@@ -122,9 +141,10 @@ class DecisionLog:
             self._timer.cancel()
         self._flush()
         if self._thread is not None:
-            self._batches.put(_STOP)
+            self._batches.put(_STOP)  # the thread closes a stream it writes
             self._thread.join(timeout=5)
             self._thread = None
-        if self._stream is not None and self._own:
+        elif self._stream is not None and self._own:
             self._stream.close()
         self._stream = None
+        self._started = False

@@ -87,6 +87,7 @@ class WebhookProtocol(HttpToolsProtocol):
             and not self.root_path
             and self.limit_concurrency is None
             and not router.webhook_endpoint.server.signs_url
+            and router.webhook_path.isascii()
         ):
             self._router = router.webhook_endpoint.server
             self._path = router.webhook_path.encode("ascii")
@@ -129,6 +130,9 @@ class WebhookProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         self.release()
+        if self._fast:  # a webhook body still arriving: answer it, then close
+            self._keep_alive = False
+            return
         super().shutdown()
 
     def timeout_keep_alive_handler(self) -> None:
@@ -143,6 +147,9 @@ class WebhookProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         self._fast = self._discard = False
+        # a reply written from this parse armed the keep-alive timer; a request pipelined
+        # behind it is not idle time (uvicorn arms it only after a task's reply)
+        self._unset_keepalive_if_required()
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
@@ -217,11 +224,14 @@ class WebhookProtocol(HttpToolsProtocol):
             self._send_now(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _refuse_too_large(self) -> None:
-        """413 and close: the rest of the body is not read."""
+        """413; the rest of the body is read and dropped, as uvicorn does, so a client that
+        uploads before it reads still gets the answer. A client that sent `Expect:
+        100-continue` will not send the body: its connection is closed."""
         self._fast = False
         self._discard = True
         self._chunks = []
-        self._keep_alive = False
+        if self.expect_100_continue:
+            self._keep_alive = False
         self._write(413, _TOO_LARGE)
 
     def _write(self, status: int, body: bytes) -> None:
