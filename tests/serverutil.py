@@ -6,6 +6,7 @@ the decision log to a file, wait until /readyz answers 200 and stop promptly. No
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import json
@@ -243,8 +244,10 @@ class InProcess(_Base):
         path: str = "/webhook/vapi",
         files: Mapping[str, str] | None = None,
         capture: bool = False,
+        http: str | type[asyncio.Protocol] = "router.fasthttp:WebhookProtocol",
     ) -> None:
         self._write_policy(directory, policy_text, files)
+        self.http = http  # uvicorn's HTTP protocol: serve's, unless a test compares another
         self.log_path = directory / "decisions.jsonl"
         self.capture_path = directory / "capture.jsonl" if capture else None
         self.env = (
@@ -281,7 +284,7 @@ class InProcess(_Base):
         config = uvicorn.Config(
             create_app(self.server, path=self.webhook_path),
             loop="uvloop",
-            http="router.fasthttp:WebhookProtocol",
+            http=self.http,
             lifespan="on",
             log_config=None,
             log_level="warning",

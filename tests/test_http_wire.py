@@ -20,8 +20,6 @@ A socket timeout (5 s) turns a server that stops answering into a failure, never
 from __future__ import annotations
 
 import email.utils
-import importlib
-import importlib.util
 import itertools
 import json
 import random
@@ -37,10 +35,9 @@ from typing import Any
 
 import pytest
 import uvicorn
-from crmserver import CrmServer, start_in_thread
+from crmserver import CrmServer
 from serverutil import (
     SECRET,
-    STARTUP_S,
     InProcess,
     Subprocess,
     metric,
@@ -50,7 +47,8 @@ from serverutil import (
 )
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from router.app import MAX_BODY, create_app
+from router.app import MAX_BODY
+from router.fasthttp import WebhookProtocol
 
 TIMEOUT_S = 5.0
 HOST = "wire.test"
@@ -385,45 +383,7 @@ def exchange_all(wire: Wire, exchanges: Sequence[Exchange], *, pipelined: bool) 
 # --- servers -------------------------------------------------------------------------------
 
 
-def fast_protocol() -> type[HttpToolsProtocol]:
-    """The protocol class router.fasthttp defines (a subclass of uvicorn's httptools one)."""
-    module = importlib.import_module("router.fasthttp")
-    found = [
-        value
-        for value in vars(module).values()
-        if isinstance(value, type)
-        and issubclass(value, HttpToolsProtocol)
-        and value.__module__ == module.__name__
-    ]
-    assert len(found) == 1, f"router.fasthttp defines {len(found)} uvicorn protocols"
-    return found[0]
-
-
-PROTOCOLS = ["httptools", *(["fasthttp"] if importlib.util.find_spec("router.fasthttp") else [])]
-
-
-class WireServer(InProcess):
-    """InProcess (the app of build_server + create_app on uvloop), served by a chosen uvicorn
-    HTTP protocol: "httptools", or the protocol class of router.fasthttp."""
-
-    http: str | type[HttpToolsProtocol] = "httptools"
-
-    def start(self) -> None:
-        config = uvicorn.Config(
-            create_app(self.server, path=self.webhook_path),
-            loop="uvloop",
-            http=self.http,
-            lifespan="on",
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=2,
-        )
-        self._uvicorn, self._thread, started = start_in_thread(config, self._sock, STARTUP_S)
-        if not started:
-            self.stop()
-            raise RuntimeError("the router did not start")
-        self.wait_ready()
+PROTOCOLS: dict[str, type[HttpToolsProtocol]] = {"httptools": HttpToolsProtocol, "fasthttp": WebhookProtocol}
 
 
 @pytest.fixture(scope="module")
@@ -439,16 +399,18 @@ def crm_server(crm: CrmServer) -> CrmServer:
     return crm
 
 
-@pytest.fixture(scope="module", params=PROTOCOLS)
+@pytest.fixture(scope="module", params=list(PROTOCOLS))
 def srv(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, crm: CrmServer
-) -> Iterator[WireServer]:
-    server = WireServer(tmp_path_factory.mktemp(f"wire-{request.param}"), policy(crm.url_template))
-    server.http = "httptools" if request.param == "httptools" else fast_protocol()
+) -> Iterator[InProcess]:
+    expected = PROTOCOLS[request.param]
+    server = InProcess(
+        tmp_path_factory.mktemp(f"wire-{request.param}"), policy(crm.url_template), http=expected
+    )
     with server:
         assert isinstance(server._uvicorn, uvicorn.Server)
         protocol = server._uvicorn.config.http_protocol_class
-        assert protocol is (HttpToolsProtocol if request.param == "httptools" else server.http), protocol
+        assert protocol is expected, protocol
         yield server
 
 
@@ -461,7 +423,7 @@ def still_serves(srv: InProcess) -> None:
 # --- 1. keep-alive ---------------------------------------------------------------------------
 
 
-def test_keep_alive_fifty_webhooks_on_one_connection(srv: WireServer) -> None:
+def test_keep_alive_fifty_webhooks_on_one_connection(srv: InProcess) -> None:
     with Wire(srv.port) as wire:
         for i in range(50):
             exchange = echo(f"keep-alive-{i}")
@@ -486,7 +448,7 @@ def test_keep_alive_fifty_webhooks_on_one_connection(srv: WireServer) -> None:
     ],
 )
 def test_the_connection_closes_after_the_reply(
-    srv: WireServer, version: str, extra: list[tuple[str, str]]
+    srv: InProcess, version: str, extra: list[tuple[str, str]]
 ) -> None:
     """uvicorn closes every HTTP/1.0 connection (keep-alive asked or not) and says so."""
     exchange = echo("close", version=version, extra=extra)
@@ -511,7 +473,7 @@ def test_the_connection_closes_after_the_reply(
         pytest.param("WAHNWMXW", id="mixed-with-errors-and-405"),
     ],
 )
-def test_pipelined_requests_are_answered_in_order(srv: WireServer, kinds: str) -> None:
+def test_pipelined_requests_are_answered_in_order(srv: InProcess, kinds: str) -> None:
     """All requests in one write: each response answers its own request, in order.
     W webhook, H /healthz, A bad auth, N not JSON, M GET on the webhook, X no message.type."""
     made = {
@@ -541,7 +503,7 @@ def test_pipelined_requests_are_answered_in_order(srv: WireServer, kinds: str) -
         pytest.param(True, 40, id="headers-and-body-in-1-to-40-byte-writes"),
     ],
 )
-def test_a_request_in_many_small_writes(srv: WireServer, whole: bool, largest: int) -> None:
+def test_a_request_in_many_small_writes(srv: InProcess, whole: bool, largest: int) -> None:
     exchange = echo("pieces")
     head, _, body = exchange.data.partition(b"\r\n\r\n")
     with Wire(srv.port) as wire:
@@ -559,7 +521,7 @@ def test_a_request_in_many_small_writes(srv: WireServer, whole: bool, largest: i
     "shape",
     ["one-chunk", "7-byte-chunks", "extension-and-trailer", "chunks-in-separate-writes"],
 )
-def test_a_chunked_request_body(srv: WireServer, shape: str) -> None:
+def test_a_chunked_request_body(srv: InProcess, shape: str) -> None:
     exchange = echo(f"chunked-{shape}")
     message_body = exchange.data.partition(b"\r\n\r\n")[2]
     if shape == "extension-and-trailer":
@@ -586,7 +548,7 @@ def test_a_chunked_request_body(srv: WireServer, shape: str) -> None:
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
-def test_expect_100_continue(srv: WireServer, framing: str) -> None:
+def test_expect_100_continue(srv: InProcess, framing: str) -> None:
     """The interim 100 comes after the headers alone; the body follows, then the reply."""
     exchange = echo("expect")
     body = exchange.data.partition(b"\r\n\r\n")[2]
@@ -630,7 +592,7 @@ def closed_or_usable(wire: Wire, too_large: Response, pending: bytes) -> str:
 
 
 @pytest.mark.parametrize("expect", [False, True], ids=["plain", "expect-100-continue"])
-def test_a_declared_body_over_1_mib_is_refused_at_once(srv: WireServer, expect: bool) -> None:
+def test_a_declared_body_over_1_mib_is_refused_at_once(srv: InProcess, expect: bool) -> None:
     """content-length 1 MiB + 1 and no body sent: 413 straight away (no 100 Continue first)."""
     extra = [("expect", "100-continue")] if expect else []
     head = post(b"", extra=extra).replace(b"content-length: 0", b"content-length: %d" % (MAX_BODY + 1))
@@ -657,7 +619,7 @@ def padded(exchange: Exchange, size: int) -> bytes:
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
-def test_a_body_of_exactly_1_mib_is_accepted(srv: WireServer, framing: str) -> None:
+def test_a_body_of_exactly_1_mib_is_accepted(srv: InProcess, framing: str) -> None:
     exchange = echo(f"one-mib-{framing}")
     body = padded(exchange, MAX_BODY)
     exchange.data = post(body) if framing == "content-length" else post(b"", chunks=split(body, 65536))
@@ -665,7 +627,7 @@ def test_a_body_of_exactly_1_mib_is_accepted(srv: WireServer, framing: str) -> N
         exchange_all(wire, [exchange, echo("after-one-mib")], pipelined=False)
 
 
-def test_a_chunked_body_over_1_mib_is_refused(srv: WireServer) -> None:
+def test_a_chunked_body_over_1_mib_is_refused(srv: InProcess) -> None:
     """Chunked, so no length is declared: 1 MiB in 64 KiB chunks, then the byte too many."""
     body = padded(echo("too-large-chunked"), MAX_BODY)
     head = post(b"", chunks=[b"x"]).partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
@@ -707,7 +669,7 @@ def test_a_chunked_body_over_1_mib_is_refused(srv: WireServer) -> None:
     ],
 )
 def test_error_replies_then_a_good_request_on_the_same_connection(
-    srv: WireServer, data: bytes, status: int, body: bytes
+    srv: InProcess, data: bytes, status: int, body: bytes
 ) -> None:
     with Wire(srv.port) as wire:
         exchange_all(wire, [Exchange(data, status, body=body, label="first"), echo("after")], pipelined=False)
@@ -744,7 +706,7 @@ _BODY = encode(call("+14155552999", "malformed"))
         ),
     ],
 )
-def test_malformed_http_gets_400_and_the_connection_closes(srv: WireServer, data: bytes) -> None:
+def test_malformed_http_gets_400_and_the_connection_closes(srv: InProcess, data: bytes) -> None:
     with Wire(srv.port) as wire:
         wire.send(data)
         response = wire.read()
@@ -767,7 +729,7 @@ def _reset(sock: socket.socket) -> None:
 
 @pytest.mark.parametrize("how", ["part-of-the-body", "headers-only", "reset-mid-body", "before-a-crm-reply"])
 def test_a_client_leaving_mid_request_does_not_hurt_the_server(
-    srv: WireServer, crm_server: CrmServer, how: str
+    srv: InProcess, crm_server: CrmServer, how: str
 ) -> None:
     exchange = needs_crm(crm_server, "abandoned") if how == "before-a-crm-reply" else echo("abandoned")
     head, _, body = exchange.data.partition(b"\r\n\r\n")
@@ -803,7 +765,7 @@ def test_a_client_leaving_mid_request_does_not_hurt_the_server(
     ],
 )
 def test_pipelined_requests_that_wait_for_the_crm_stay_in_order(
-    srv: WireServer, crm_server: CrmServer, kinds: str
+    srv: InProcess, crm_server: CrmServer, kinds: str
 ) -> None:
     """C needs the CRM (150 ms each), E does not, H is /healthz: replies in request order."""
     made = {
@@ -824,7 +786,7 @@ def test_pipelined_requests_that_wait_for_the_crm_stay_in_order(
     [pytest.param("1.0", [], id="http-1.0"), pytest.param("1.1", [("connection", "close")], id="close")],
 )
 def test_a_reply_that_waits_for_the_crm_then_closes(
-    srv: WireServer, crm_server: CrmServer, version: str, extra: list[tuple[str, str]]
+    srv: InProcess, crm_server: CrmServer, version: str, extra: list[tuple[str, str]]
 ) -> None:
     exchange = needs_crm(crm_server, "crm-close", version=version, extra=extra)
     exchange.names = CLOSE_HEADER_NAMES
@@ -840,7 +802,7 @@ def test_a_reply_that_waits_for_the_crm_then_closes(
 # --- 13. other endpoints between webhooks ----------------------------------------------------
 
 
-def test_webhooks_metrics_and_readiness_alternate_on_one_connection(srv: WireServer) -> None:
+def test_webhooks_metrics_and_readiness_alternate_on_one_connection(srv: InProcess) -> None:
     with Wire(srv.port) as wire:
         exchange_all(wire, [echo("alternate-1")], pipelined=False)
         wire.send(get("/metrics"))
@@ -885,7 +847,7 @@ def test_webhooks_metrics_and_readiness_alternate_on_one_connection(srv: WireSer
         pytest.param("/WEBHOOK/VAPI", 404, None, id="upper-case"),
     ],
 )
-def test_webhook_path_variants(srv: WireServer, path: str, status: int, location: str | None) -> None:
+def test_webhook_path_variants(srv: InProcess, path: str, status: int, location: str | None) -> None:
     """The query string is ignored; Starlette redirects a trailing slash (307 keeps the POST)."""
     exchange = echo("path", path=path)
     if status == 307:
@@ -906,7 +868,7 @@ def test_webhook_path_variants(srv: WireServer, path: str, status: int, location
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"])
-def test_other_methods_on_the_webhook_get_405(srv: WireServer, method: str) -> None:
+def test_other_methods_on_the_webhook_get_405(srv: InProcess, method: str) -> None:
     with Wire(srv.port) as wire:
         wire.send(request(method, WEBHOOK, headers=auth()))
         response = wire.read(head=method == "HEAD")
