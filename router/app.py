@@ -178,10 +178,19 @@ class Server:
         await send_json(send, reply, status)
 
     def answer_now(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes, started: float
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        started: float,
+        *,
+        record_later: bool = False,
     ) -> tuple[int, bytes] | Coroutine[Any, Any, tuple[int, bytes]]:
         """The webhook's status and JSON reply for a read body; a coroutine that gives them
-        when the answer waits for the CRM over the network. `url` only when signs_url."""
+        when the answer waits for the CRM over the network. `url` only when signs_url.
+        `record_later`: a reply given at once leaves its metrics and decision-log line to
+        `record_answered()`, which the caller runs once the reply is written."""
         auth = self.auth
         if auth.webhook_configured and not verify_webhook(
             auth, headers, body, now=self.clock(), method=method, url=url
@@ -205,7 +214,7 @@ class Server:
         outcome = decide_now(live, message, started=started, transfer=transfer)
         if isinstance(outcome, Pending):
             return self._answer_later(kind, message, outcome, live, started)
-        return self._answered(kind, message, outcome, live, started)
+        return self._answered(kind, message, outcome, live, started, record_later)
 
     async def _answer_later(
         self, kind: str, message: dict[str, Any], pending: Pending, live: Live, started: float
@@ -213,7 +222,13 @@ class Server:
         return self._answered(kind, message, await pending.finish(), live, started)
 
     def _answered(
-        self, kind: str, message: dict[str, Any], outcome: Outcome, live: Live, started: float
+        self,
+        kind: str,
+        message: dict[str, Any],
+        outcome: Outcome,
+        live: Live,
+        started: float,
+        record_later: bool = False,
     ) -> tuple[int, bytes]:
         """Capture, shadow, metrics and the decision log for a finished outcome; its reply."""
         transfer = kind == "transfer-destination-request"
@@ -225,8 +240,20 @@ class Server:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         elapsed = time.perf_counter() - started
-        self._record(kind, message, outcome, live.policy.version, elapsed)
+        if record_later:
+            self._unrecorded.append((kind, message, outcome, live.policy.version, elapsed))
+        else:
+            self._record(kind, message, outcome, live.policy.version, elapsed)
         return 200, outcome.body
+
+    def record_answered(self) -> None:
+        """Metrics and decision-log lines of the calls answered with `record_later`."""
+        unrecorded, self._unrecorded = self._unrecorded, []
+        for args in unrecorded:
+            try:
+                self._record(*args)
+            except Exception:  # a bug; the caller has its answer, and the next lines must go out
+                log.exception("recording an answered call failed")
 
     async def _shadow(
         self, message: dict[str, Any], live_outcome: Outcome, started: float, transfer: bool
@@ -347,6 +374,7 @@ class Server:
         try:
             yield
         finally:
+            self.record_answered()
             self.metrics.flush()
             for t in [*tasks, *self._background]:
                 t.cancel()
@@ -370,6 +398,8 @@ class Server:
     startup_hooks: list[Callable[[Server], Any]] = field(default_factory=list)
     workers: int = 1
     _background: set[asyncio.Task[None]] = field(default_factory=set)
+    # (kind, message, outcome, policy version, seconds): answered, not yet in metrics or the log
+    _unrecorded: list[tuple[str, dict[str, Any], Outcome, str, float]] = field(default_factory=list)
 
 
 def _call_id(message: Mapping[str, Any]) -> str | None:

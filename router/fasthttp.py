@@ -48,24 +48,42 @@ def find_router(app: Any) -> RouterApp | None:
 
 
 class _Held:
-    """The connections of one event loop with replies held until the loop's next turn."""
+    """The connections of one event loop with replies held until the loop's next turn, and
+    the servers whose answered calls are recorded (metrics, decision log) after them."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.protocols: list[WebhookProtocol] = []
+        self.servers: list[Server] = []
+        self.armed = False
 
-    def add(self, protocol: WebhookProtocol) -> None:
-        if not self.protocols:
+    def _arm(self) -> None:
+        if not self.armed:
             # call_soon runs after this turn's I/O callbacks: every ready connection has
             # been read and answered by then. It also runs before any task step scheduled
             # later, so a reply uvicorn writes from a task never overtakes a held one.
             self.loop.call_soon(self.release)
+            self.armed = True
+
+    def add(self, protocol: WebhookProtocol) -> None:
+        self._arm()
         self.protocols.append(protocol)
 
+    def record(self, server: Server) -> None:
+        self._arm()
+        if server not in self.servers:
+            self.servers.append(server)
+
     def release(self) -> None:
+        self.armed = False
         protocols, self.protocols = self.protocols, []
         for protocol in protocols:
             protocol.release()
+        # After the writes: with one connection the client already reads its reply while
+        # the line is logged, and the call's round trip is shorter by that much.
+        servers, self.servers = self.servers, []
+        for server in servers:
+            server.record_answered()
 
 
 # one per event loop (tests run several servers, each on its own loop, in one process)
@@ -181,8 +199,11 @@ class WebhookProtocol(HttpToolsProtocol):
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._chunks = []
         assert self._router is not None
+        self._held.record(self._router)
         try:
-            answer = self._router.answer_now("POST", "", Headers(raw=self.headers), body, self._started)
+            answer = self._router.answer_now(
+                "POST", "", Headers(raw=self.headers), body, self._started, record_later=True
+            )
         except Exception as exc:  # a bug: answer as uvicorn does when an ASGI app raises
             self.logger.error("Exception in the webhook", exc_info=exc)
             self._write_error()

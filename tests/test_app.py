@@ -20,6 +20,7 @@ from serverutil import (
     dumps,
     hmac_headers,
     metric,
+    parse_metrics,
     payload,
     reply_problems,
 )
@@ -560,6 +561,56 @@ def test_metrics(srv: InProcess, client: httpx.Client) -> None:
     assert metric(after, "router_policy_info", version=version) == 1
     assert metric(after, "router_policy_reloads_total", result="success") >= 1
     assert metric(after, "router_policy_last_reload_successful") == 1
+
+
+def test_a_reply_given_at_once_can_be_recorded_after_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fast path writes a reply first and records it (metrics, decision log) after:
+    nothing is lost, in order, and a record that fails does not stop the next ones."""
+    unstarted = InProcess(tmp_path, POLICY)
+    unstarted.stop()  # only its Server is used, called directly
+    server = unstarted.server
+    server.store.load_now()
+
+    def answer(name: str) -> tuple[int, bytes]:
+        body = dumps(payload(name))
+        answer = server.answer_now(
+            "POST", "", {"x-vapi-secret": SECRET}, body, time.perf_counter(), record_later=True
+        )
+        assert isinstance(answer, tuple)
+        return answer
+
+    def decided(**labels: str) -> float:
+        return metric(parse_metrics(server.metrics.render().decode()), "router_decisions_total", **labels)
+
+    status, reply = answer("assistant-request.pstn.json")
+    assert status == 200 and json.loads(reply) == DESK_REPLY
+    assert answer("assistant-request.anonymous-caller.json")[0] == 200
+    assert decided() == 0  # answered, not yet recorded
+    server.record_answered()
+    assert decided(route="new-year") == decided(route="withheld") == 1
+    lines = server.decision_log._lines  # not started: the lines wait for start()
+    assert [json.loads(line)["route"] for line in lines] == ["new-year", "withheld"]
+
+    real_record = server._record
+    calls: list[str] = []
+
+    def flaky(kind: str, message: Any, *args: Any) -> None:
+        calls.append(kind)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        real_record(kind, message, *args)
+
+    server._record = flaky  # type: ignore[method-assign]
+    answer("assistant-request.pstn.json")
+    answer("assistant-request.anonymous-caller.json")
+    with caplog.at_level("ERROR", logger="router.app"):
+        server.record_answered()
+    assert len(calls) == 2 and "recording an answered call failed" in caplog.text
+    assert decided(route="withheld") == 2 and decided(route="new-year") == 1
+    server.record_answered()  # nothing is recorded twice
+    assert decided() == 3
 
 
 def test_reload(tmp_path: Path) -> None:
