@@ -16,7 +16,9 @@ Replies are held until the event loop has read every connection that was ready, 
 written together (`_Held`). On loopback with many connections, a reply written the moment
 it is ready wakes an idle client for each reply, and the wake-ups, not the routing, cost
 most of the CPU; written together, one wake-up serves many replies. A reply waits at most
-one turn of the loop: the time it takes to answer the requests that arrived with it.
+one turn of the loop: the time it takes to answer the requests that arrived with it. With
+one connection open there is nothing to write together with, and the reply goes at once.
+Either way the call's metrics and decision-log line are recorded after the writes.
 """
 
 from __future__ import annotations
@@ -264,11 +266,11 @@ class WebhookProtocol(HttpToolsProtocol):
         if not self._keep_alive:
             out.append(_CLOSE)
         out += (b"\r\n", body)
-        if self._keep_alive:
+        if self._keep_alive and len(self.connections) > 1:
             if not self._replies:
                 self._held.add(self)
             self._replies.append(b"".join(out))
-        else:
+        else:  # alone, there is nothing to write together with: a turn of the loop saved
             self._send_now(b"".join(out))
         if self.access_log:
             self.access_logger.info(

@@ -383,7 +383,13 @@ def exchange_all(wire: Wire, exchanges: Sequence[Exchange], *, pipelined: bool) 
 # --- servers -------------------------------------------------------------------------------
 
 
-PROTOCOLS: dict[str, type[HttpToolsProtocol]] = {"httptools": HttpToolsProtocol, "fasthttp": WebhookProtocol}
+PROTOCOLS: dict[str, type[HttpToolsProtocol]] = {
+    "httptools": HttpToolsProtocol,
+    "fasthttp": WebhookProtocol,
+    # with another connection open, the fast path holds replies until the loop's next turn
+    # (alone, it writes them at once): both ways are checked
+    "fasthttp-held": WebhookProtocol,
+}
 
 
 @pytest.fixture(scope="module")
@@ -412,6 +418,23 @@ def srv(
         protocol = server._uvicorn.config.http_protocol_class
         assert protocol is expected, protocol
         yield server
+
+
+@pytest.fixture(autouse=True)
+def companion(request: pytest.FixtureRequest) -> Iterator[None]:
+    """For "fasthttp-held": an idle connection open beside the test's own during the test."""
+    if "srv" not in request.fixturenames or not request.node.callspec.id.startswith("fasthttp-held"):
+        yield
+        return
+    srv: InProcess = request.getfixturevalue("srv")
+    assert srv._uvicorn is not None
+    connections = srv._uvicorn.server_state.connections
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT_S):
+        end = time.monotonic() + TIMEOUT_S
+        while not connections and time.monotonic() < end:
+            time.sleep(0.001)
+        assert connections, "the companion connection was not accepted"
+        yield
 
 
 def still_serves(srv: InProcess) -> None:
