@@ -4,7 +4,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pytest
 from starlette.datastructures import Headers
@@ -29,6 +29,20 @@ def sign(
     """Vapi's side, written out independently of router.auth: enc(HMAC(key, "{timestamp}.{body}"))."""
     digest = hmac.new(key, timestamp.encode() + b"." + body, getattr(hashlib, algorithm)).digest()
     return digest.hex() if encoding == "hex" else base64.b64encode(digest).decode()
+
+
+@pytest.fixture(params=["mapping", "wire"])
+def form(request: pytest.FixtureRequest) -> Callable[[Mapping[str, str]], Mapping[str, str]]:
+    """Headers as a plain mapping, or as the server hands them over (Starlette's Headers on the
+    raw bytes, which auth reads without decoding): every table runs both ways."""
+    if request.param == "mapping":
+        return lambda headers: headers
+    return lambda headers: Headers(
+        raw=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    )
+
+
+Form = Callable[[Mapping[str, str]], Mapping[str, str]]
 
 
 def signed(offset: float = 0, body: bytes = BODY, *, ms: bool = False, **headers: str) -> dict[str, str]:
@@ -64,10 +78,14 @@ def signed(offset: float = 0, body: bytes = BODY, *, ms: bool = False, **headers
             {"x-vapi-secret": "s3cret-Value", "X-Vapi-Secret": "s3cret-Value"}, False, id="repeat-by-case"
         ),
         pytest.param({"x-vapi-secret": "s3cret-Value", "x-signature": "junk"}, True, id="extra-headers"),
+        # RFC 9110 5.5: surrounding whitespace is not part of the value (httptools keeps it)
+        pytest.param({"x-vapi-secret": "s3cret-Value \t"}, True, id="trailing-whitespace"),
+        pytest.param({"authorization": "Bearer s3cret-Value "}, True, id="bearer-trailing-space"),
+        pytest.param({"x-vapi-secret": "s3cret-Value\n"}, False, id="trailing-newline-is-not-whitespace"),
     ],
 )
-def test_shared_secret(headers: dict[str, str], expected: bool) -> None:
-    assert verify_webhook(AuthConfig(secret=SECRET), headers, BODY, now=NOW) is expected
+def test_shared_secret(headers: dict[str, str], expected: bool, form: Form) -> None:
+    assert verify_webhook(AuthConfig(secret=SECRET), form(headers), BODY, now=NOW) is expected
 
 
 @pytest.mark.parametrize(
@@ -88,15 +106,15 @@ def test_starlette_headers_repeated(raw: list[tuple[bytes, bytes]], expected: bo
     ("size", "expected"),
     [pytest.param(4096, True, id="at-limit"), pytest.param(4097, False, id="over-limit")],
 )
-def test_oversized_header_fails(size: int, expected: bool) -> None:
+def test_oversized_header_fails(size: int, expected: bool, form: Form) -> None:
     config = AuthConfig(secret=b"x" * size)
-    assert verify_webhook(config, {"x-vapi-secret": "x" * size}, BODY, now=NOW) is expected
+    assert verify_webhook(config, form({"x-vapi-secret": "x" * size}), BODY, now=NOW) is expected
 
 
-def test_non_ascii_secret_round_trips_latin1_decoded_header() -> None:
+def test_non_ascii_secret_round_trips_latin1_decoded_header(form: Form) -> None:
     secret = "clé-☎".encode()
     wire = secret.decode("latin-1")  # what Starlette hands over for these bytes
-    assert verify_webhook(AuthConfig(secret=secret), {"x-vapi-secret": wire}, BODY, now=NOW)
+    assert verify_webhook(AuthConfig(secret=secret), form({"x-vapi-secret": wire}), BODY, now=NOW)
 
 
 @pytest.mark.parametrize("algorithm", ["sha256", "sha512", "sha1"])
@@ -160,8 +178,8 @@ GOOD = sign(TS)
         pytest.param({"x-vapi-secret": "hmac-Key"}, BODY, False, id="hmac-key-as-shared-secret"),
     ],
 )
-def test_hmac(headers: dict[str, str], body: bytes, expected: bool) -> None:
-    assert verify_webhook(SIGNED, headers, body, now=NOW) is expected
+def test_hmac(headers: dict[str, str], body: bytes, expected: bool, form: Form) -> None:
+    assert verify_webhook(SIGNED, form(headers), body, now=NOW) is expected
 
 
 def test_hmac_custom_headers_and_payload() -> None:
@@ -196,9 +214,9 @@ def test_hmac_custom_headers_and_payload() -> None:
         pytest.param({}, False, id="neither"),
     ],
 )
-def test_any_configured_scheme_admits(headers: dict[str, str], expected: bool) -> None:
+def test_any_configured_scheme_admits(headers: dict[str, str], expected: bool, form: Form) -> None:
     config = AuthConfig(secret=SECRET, hmac=HmacConfig(HKEY))
-    assert verify_webhook(config, headers, BODY, now=NOW) is expected
+    assert verify_webhook(config, form(headers), BODY, now=NOW) is expected
 
 
 def test_nothing_configured_admits() -> None:
@@ -395,5 +413,5 @@ ADMIN = AuthConfig(secret=SECRET, admin_token=b"adm-Token")
         ),
     ],
 )
-def test_verify_admin(config: AuthConfig, headers: dict[str, str], expected: bool) -> None:
-    assert verify_admin(config, headers) is expected
+def test_verify_admin(config: AuthConfig, headers: dict[str, str], expected: bool, form: Form) -> None:
+    assert verify_admin(config, form(headers)) is expected
