@@ -145,9 +145,9 @@ def _env_bytes(value: str | None) -> bytes | None:
 
 def _header(headers: Mapping[str, str], name: str) -> bytes | None:
     """The raw bytes of the one value of header `name`; None if absent, repeated or oversized."""
-    raw: list[tuple[bytes, bytes]] | None = getattr(headers, "raw", None)
-    if raw is not None:  # Starlette's Headers: the bytes as received, without decoding them
-        return _raw_header(raw, name.encode("latin-1"))
+    received: list[tuple[bytes, bytes]] | None = getattr(headers, "raw", None)
+    if received is not None:  # Starlette's Headers: the bytes as received, without decoding them
+        return _raw_header(received, name.encode("latin-1"))
     found: str | None = None
     for key, value in headers.items():  # Starlette's items() yields every repeat of a header
         if key.lower() == name:
