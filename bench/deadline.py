@@ -99,7 +99,7 @@ def run() -> list[Row]:
                 log(
                     f"  {connections} conn: {total} replies, p50 {r['p50_us'] / 1000:.0f} "
                     f"p99 {r['p99_us'] / 1000:.0f} max {r['max_us'] / 1000:.0f} ms; "
-                    f"{r['errors'] or 'no errors'}"
+                    f"{r['errors'] or 'no errors'}; slowest [ms, sent at ms]: {r['slowest']}"
                 )
                 case = f"CRM never answers, {connections} conn, deadline_ms {DEADLINE_MS}"
                 within = r["max_us"] <= DEADLINE_MS * 1000

@@ -11,7 +11,8 @@ the end are awaited (up to --grace seconds) so that slow replies are measured, n
     python -m bench.loadgen --port 8000 --path /webhook/vapi --bodies bodies.jsonl \\
         -c 32 -d 5 -H 'x-vapi-secret: s3cret'
 
-prints one JSON object: requests, rps, p50/p90/p99/max latency in µs, statuses, errors,
+prints one JSON object: requests, rps, p50/p90/p99/max latency in µs, the five slowest
+replies with the time they were sent, statuses, errors,
 the distinct reply bodies seen (the first `--keep-bodies`, with counts) and CPU µs/request.
 """
 
@@ -56,6 +57,7 @@ class _Run:
         self.record_from = record_from
         self.stop_at = stop_at
         self.latencies = array("q")
+        self.sent = array("q")  # when each recorded request was sent, ns after record_from
         self.in_window = 0  # responses completed between record_from and stop_at
         self.statuses: Counter[int] = Counter()
         self.bodies: Counter[bytes] = Counter()
@@ -122,6 +124,7 @@ class _Connection(asyncio.Protocol):
             run = self.run
             if self.sent_at >= run.record_from:
                 run.latencies.append(now - self.sent_at)
+                run.sent.append(self.sent_at - run.record_from)
                 run.statuses[int(buf[9:12])] += 1
                 if run.keep_bodies:
                     body = buf[self.need - self.length : self.need]
@@ -186,6 +189,7 @@ async def run_load(
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     lat = sorted(run.latencies)
     n = len(lat)
+    slowest = sorted(zip(run.latencies, run.sent, strict=True), reverse=True)[:5]
 
     def pct(q: float) -> float:
         return lat[min(n - 1, max(0, round(q / 100 * n) - 1))] / 1000 if n else float("nan")
@@ -202,6 +206,8 @@ async def run_load(
         "p90_us": pct(90),
         "p99_us": pct(99),
         "max_us": lat[-1] / 1000 if n else float("nan"),
+        # the five slowest replies: [latency ms, sent ms after the start]
+        "slowest": [[round(x / 1e6, 1), round(at / 1e6, 1)] for x, at in slowest],
         "statuses": {str(k): v for k, v in sorted(run.statuses.items())},
         "errors": dict(run.errors),
         "bodies": {k.decode("utf-8", "replace"): v for k, v in run.bodies.most_common()},

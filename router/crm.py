@@ -226,6 +226,9 @@ def _entry(line: int | None, key: str, value: Any) -> _Row:
 _ENV_REF = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+_OVERLOADED = CrmRecord("error", reason="CRM overloaded: too many lookups in flight")
+
+
 class HttpCrm:
     """A CRM over HTTP: one pooled client, a hard overall timeout, a TTL cache, single-flight.
 
@@ -280,14 +283,20 @@ class HttpCrm:
         await self.aclose()
 
     def cached(self, number: str) -> CrmRecord | None:
-        """The cached, unexpired record for an E.164 number, or None; never waits."""
+        """The record at hand for an E.164 number without waiting: the cached, unexpired one,
+        or the overload error when every connection is busy with other numbers. None: a
+        lookup must ask the CRM (or join the request in flight for this number)."""
         start = time.perf_counter()
         hit = self._cache.get(number)
-        if hit is None:
-            return None
-        if hit[0] > self._clock():
-            return replace(hit[1], cached=True, ms=(time.perf_counter() - start) * 1000)
-        del self._cache[number]
+        if hit is not None:
+            if hit[0] > self._clock():
+                return replace(hit[1], cached=True, ms=(time.perf_counter() - start) * 1000)
+            del self._cache[number]
+        if len(self._inflight) >= POOL_SIZE and number not in self._inflight:
+            # Every connection is busy (a CRM that stopped answering): queueing more requests
+            # would only make the answers later than the callers' deadlines. Known at once,
+            # so the server answers such a call without waiting (and without a task).
+            return _OVERLOADED
         return None
 
     async def lookup(self, number: str) -> CrmRecord:
@@ -299,10 +308,6 @@ class HttpCrm:
         deadline = asyncio.get_running_loop().time() + self._timeout_s
         task = self._inflight.get(number)
         if task is None:  # single-flight: later callers for this number wait on the same request
-            if len(self._inflight) >= POOL_SIZE:
-                # Every connection is busy (a CRM that stopped answering): queueing more requests
-                # would only make the answers later than the callers' deadlines.
-                return CrmRecord("error", reason="CRM overloaded: too many lookups in flight")
             task = asyncio.create_task(self._fetch(number, deadline))
             self._inflight[number] = task
             self._waiters[number] = 0

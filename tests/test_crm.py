@@ -515,7 +515,15 @@ def test_a_hanging_crm_cannot_queue_lookups_past_the_pool(crm_server: CrmServer)
 
     async def go() -> tuple[list[CrmRecord], float, int]:
         started = time.perf_counter()
-        records = await asyncio.gather(*(crm.lookup(n) for n in numbers))
+        lookups = asyncio.gather(*(crm.lookup(n) for n in numbers))
+        await asyncio.sleep(0.05)  # every lookup has started; POOL_SIZE of them hang
+        # what the server asks before it waits: a new number fails at once, a number in
+        # flight joins its request
+        assert crm.cached("+14155559999") == CrmRecord(
+            "error", reason="CRM overloaded: too many lookups in flight"
+        )
+        assert crm.cached(numbers[0]) is None
+        records = await lookups
         elapsed = time.perf_counter() - started
         left = len(crm._inflight)
         await crm.aclose()
