@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -186,11 +187,14 @@ class Server:
         started: float,
         *,
         record_later: bool = False,
+        arrived: Callable[[], float | None] | None = None,
     ) -> tuple[int, bytes] | Coroutine[Any, Any, tuple[int, bytes]]:
         """The webhook's status and JSON reply for a read body; a coroutine that gives them
         when the answer waits for the CRM over the network. `url` only when signs_url.
         `record_later`: a reply given at once leaves its metrics and decision-log line to
-        `record_answered()`, which the caller runs once the reply is written."""
+        `record_answered()`, which the caller runs once the reply is written.
+        `arrived`: when the request reached the machine (perf_counter), if the transport can
+        tell; asked only when the answer waits, whose deadline then counts from it."""
         auth = self.auth
         if auth.webhook_configured and not verify_webhook(
             auth, headers, body, now=self.clock(), method=method, url=url
@@ -213,6 +217,11 @@ class Server:
         transfer = kind == "transfer-destination-request"
         outcome = decide_now(live, message, started=started, transfer=transfer)
         if isinstance(outcome, Pending):
+            early = arrived() if arrived is not None else None
+            if early is not None and early < started:
+                # In a burst the request waited in the kernel before it was read; Vapi's clock
+                # ran all along, so that time comes out of the deadline too.
+                outcome = dataclasses.replace(outcome, deadline=outcome.deadline - (started - early))
             return self._answer_later(kind, message, outcome, live, started)
         return self._answered(kind, message, outcome, live, started, record_later)
 

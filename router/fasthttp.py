@@ -24,6 +24,8 @@ Either way the call's metrics and decision-log line are recorded after the write
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 import weakref
 from collections.abc import Coroutine
@@ -36,6 +38,10 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from router.app import _TOO_LARGE, MAX_BODY, RouterApp, Server, send_json
 
 _JSON_HEADERS = b"content-type: application/json\r\n"
+# struct tcp_info (linux/tcp.h): 8 one-byte fields, then u32s from rto on;
+# tcpi_last_data_recv is the twelfth u32 (ms since the last data arrived)
+_TCP_INFO_SIZE = 104
+_LAST_DATA_RECV = 52
 _CLOSE = b"connection: close\r\n"
 _ERROR = b"Internal Server Error"
 
@@ -204,7 +210,13 @@ class WebhookProtocol(HttpToolsProtocol):
         self._held.record(self._router)
         try:
             answer = self._router.answer_now(
-                "POST", "", Headers(raw=self.headers), body, self._started, record_later=True
+                "POST",
+                "",
+                Headers(raw=self.headers),
+                body,
+                self._started,
+                record_later=True,
+                arrived=self._arrived,
             )
         except Exception as exc:  # a bug: answer as uvicorn does when an ASGI app raises
             self.logger.error("Exception in the webhook", exc_info=exc)
@@ -245,6 +257,21 @@ class WebhookProtocol(HttpToolsProtocol):
             return
         if self.expect_100_continue:
             self._send_now(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _arrived(self) -> float | None:
+        """When this connection's latest bytes reached the kernel (perf_counter time), from
+        TCP_INFO's tcpi_last_data_recv (Linux, millisecond resolution); None elsewhere. One
+        system call: asked only for an answer that waits for the CRM, whose deadline counts
+        from it, since in a burst a request can sit unread for tens of ms."""
+        sock = self.transport.get_extra_info("socket")
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+        except (AttributeError, OSError):  # not TCP (a Unix socket), or not Linux
+            return None
+        if len(info) < _LAST_DATA_RECV + 4:
+            return None
+        ms: int = struct.unpack_from("I", info, _LAST_DATA_RECV)[0]
+        return time.perf_counter() - ms / 1000
 
     def _refuse_too_large(self) -> None:
         """413; the rest of the body is read and dropped, as uvicorn does, so a client that

@@ -19,6 +19,7 @@ A socket timeout (5 s) turns a server that stops answering into a failure, never
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import itertools
 import json
@@ -932,3 +933,58 @@ def test_the_serve_command_on_the_wire(tmp_path: Path, crm_server: CrmServer) ->
             assert (response.status, response.body) == (413, TOO_LARGE)
             closed_or_usable(wire, response, b" " * (MAX_BODY + 1))
     assert crm_server.requests == 1
+
+
+# --- the deadline counts from when the request reached the machine ---------------------------
+
+
+def test_arrival_is_read_from_the_kernel() -> None:
+    """WebhookProtocol._arrived: TCP_INFO's last-data-received, on a real loopback socket
+    whose bytes have waited 200 ms unread."""
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.create_connection(listener.getsockname()) as client,
+    ):
+        accepted, _ = listener.accept()
+        with accepted:
+            client.sendall(b"POST / HTTP/1.1\r\n")
+            time.sleep(0.2)
+            transport = type("T", (), {"get_extra_info": lambda self, name: accepted})()
+            holder = type("P", (), {"transport": transport})()
+            arrived = WebhookProtocol._arrived(holder)  # type: ignore[arg-type]
+            assert arrived is not None
+            waited = time.perf_counter() - arrived
+            assert 0.19 <= waited <= 0.5, waited
+    not_tcp = type("P", (), {"transport": type("T", (), {"get_extra_info": lambda self, name: None})()})()
+    assert WebhookProtocol._arrived(not_tcp) is None  # type: ignore[arg-type]
+
+
+def test_time_spent_unread_comes_out_of_the_deadline(tmp_path: Path, crm_server: CrmServer) -> None:
+    """A request that waited 1.7 s before the server read it, with a deadline of 2 s and a
+    CRM that never answers, gets the fallback within what is left, not 1.5 s later."""
+    crm_server.mode = "hang"
+    unstarted = InProcess(tmp_path, policy(crm_server.url_template))
+    unstarted.stop()  # only its Server is used, called directly
+    server = unstarted.server
+    server.store.load_now()
+    body = json.dumps(payload("assistant-request.pstn.json")).encode()
+
+    async def answer(waited_s: float) -> tuple[float, int, bytes]:
+        started = time.perf_counter()
+        answer = server.answer_now(
+            "POST", "", {"x-vapi-secret": SECRET}, body, started, arrived=lambda: started - waited_s
+        )
+        assert not isinstance(answer, tuple), "the call must wait for the CRM"
+        status, reply = await answer
+        return time.perf_counter() - started, status, reply
+
+    async def both() -> tuple[float, int, bytes]:
+        try:
+            return await answer(1.7)
+        finally:
+            assert server.store.live is not None and server.store.live.crm is not None
+            await server.store.live.crm.aclose()
+
+    elapsed, status, reply = asyncio.run(both())
+    assert status == 200 and json.loads(reply) == {"assistantId": SAFE}
+    assert elapsed < 0.6, elapsed  # 2 s - 1.7 s - the 50 ms margin, on a shared machine
