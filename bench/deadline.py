@@ -6,9 +6,11 @@ requests read, but no byte ever comes back. The load generator sends calls with 
 callers (no cache hit, no single-flight sharing) on 32 connections, then on 200: more
 than the CRM client's pool (crm.POOL_SIZE), so lookups also queue for a connection. Every
 reply's latency is recorded from the client's side (send to last byte) and compared with
-deadline_ms: max and p99. The server's deadline runs from the moment its handler starts, so
-the decision log's total_ms is shown beside it: the difference is time queued in the server
-before the handler ran (a burst of calls is started one after another).
+deadline_ms: max and p99. The decision log's total_ms (from when the server parsed the
+request) is shown beside it. The server's deadline for a call that waits counts from when
+the request's bytes reached the machine (TCP_INFO), so a request that sat unread in a burst
+is not given the full deadline again. The load generator also reports its five slowest
+replies with the time they were sent.
 """
 
 from __future__ import annotations
