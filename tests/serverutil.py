@@ -311,6 +311,15 @@ class InProcess(_Base):
         self._thread = None
 
 
+def loaded_server(directory: Path, policy_text: str) -> Server:
+    """The Server that `InProcess(directory, policy_text)` would serve, with its policy loaded
+    and not served: for tests that call its methods (answer_now, record_answered) directly."""
+    unstarted = InProcess(directory, policy_text)
+    unstarted.stop()  # releases the socket it bound
+    unstarted.server.store.load_now()
+    return unstarted.server
+
+
 class Subprocess(_Base):
     """`with Subprocess(tmp, policy_text, env=..., args=[...]) as srv:` runs `vapi-router serve`.
 

@@ -19,6 +19,7 @@ from serverutil import (
     InProcess,
     dumps,
     hmac_headers,
+    loaded_server,
     metric,
     parse_metrics,
     payload,
@@ -568,10 +569,7 @@ def test_a_reply_given_at_once_can_be_recorded_after_it(
 ) -> None:
     """The fast path writes a reply first and records it (metrics, decision log) after:
     nothing is lost, in order, and a record that fails does not stop the next ones."""
-    unstarted = InProcess(tmp_path, POLICY)
-    unstarted.stop()  # only its Server is used, called directly
-    server = unstarted.server
-    server.store.load_now()
+    server = loaded_server(tmp_path, POLICY)
 
     def answer(name: str) -> tuple[int, bytes]:
         body = dumps(payload(name))
