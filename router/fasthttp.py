@@ -126,6 +126,10 @@ class WebhookProtocol(HttpToolsProtocol):
         self._started = 0.0
         # replies written by this protocol and not yet handed to the transport (_Held)
         self._replies: list[bytes] = []
+        # keep-alive: since when the connection has been idle (None: a request is under way),
+        # and the one timer that checks it (see on_response_complete)
+        self._idle_since: float | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
         held = _HELD.get(self.loop)
         if held is None:
             held = _HELD[self.loop] = _Held(self.loop)
@@ -167,15 +171,47 @@ class WebhookProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._replies = []  # nobody to read them
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         super().connection_lost(exc)
+
+    # ------------------------------------------------------------ keep-alive
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, except for the keep-alive timer. uvicorn arms a timer after every response
+        and cancels it when the next request begins, two timer-heap operations per request; here
+        a response notes the time, and one timer per idle stretch checks that note when it fires
+        (re-armed for what is left when requests came in between). The connection still closes
+        `timeout_keep_alive` seconds after its last response, as uvicorn's does."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = now = self.loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_at(now + self.timeout_keep_alive, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        since = self._idle_since
+        if since is None:  # a request is under way; its response arms the timer again
+            return
+        end = since + self.timeout_keep_alive
+        if end > self.loop.time():
+            self._idle_timer = self.loop.call_at(end, self._check_idle)
+        else:
+            self.timeout_keep_alive_handler()
 
     # ------------------------------------------------------------ parser callbacks
 
     def on_message_begin(self) -> None:
         self._fast = self._discard = False
-        # a reply written from this parse armed the keep-alive timer; a request pipelined
-        # behind it is not idle time (uvicorn arms it only after a task's reply)
-        self._unset_keepalive_if_required()
+        self._idle_since = None  # not idle (also for a request pipelined behind a fast reply)
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:

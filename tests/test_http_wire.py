@@ -460,6 +460,33 @@ def test_keep_alive_fifty_webhooks_on_one_connection(srv: InProcess) -> None:
         assert wire.state(0.1) == "open"
 
 
+def test_an_idle_connection_closes_a_keep_alive_timeout_after_its_last_reply(srv: InProcess) -> None:
+    """Requests that come in time keep the connection open past the timeout counted from the
+    first reply; once nothing comes, the server closes it the timeout after the last reply."""
+    keep_alive_s, gap_s = 0.4, 0.25
+    assert srv._uvicorn is not None
+    config = srv._uvicorn.config
+    saved = config.timeout_keep_alive
+    config.timeout_keep_alive = keep_alive_s  # type: ignore[assignment]  # read per connection
+    try:
+        with Wire(srv.port) as wire:
+            for i in range(4):  # the last one 0.75 s after the first reply
+                if i:
+                    time.sleep(gap_s)
+                exchange = echo(f"idle-{i}")
+                wire.send(exchange.data)
+                exchange.check(wire.read())
+                replied = time.monotonic()
+            config.timeout_keep_alive = saved
+            assert wire.state(keep_alive_s / 2) == "open"
+            assert wire.state(keep_alive_s * 2) == "closed"
+            idle = time.monotonic() - replied
+            assert keep_alive_s - 0.05 <= idle < keep_alive_s * 1.5, idle
+    finally:
+        config.timeout_keep_alive = saved
+    still_serves(srv)
+
+
 # --- 2. HTTP/1.0 and Connection: close -------------------------------------------------------
 
 
