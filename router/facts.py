@@ -60,7 +60,7 @@ def parse_time(value: Any) -> datetime | None:
     try:
         if isinstance(value, bool):
             return None
-        if isinstance(value, int | float):
+        if type(value) is int or isinstance(value, int | float):  # Vapi sends epoch ms: an int
             if not math.isfinite(value):
                 return None
             seconds = value / 1000 if abs(value) > 1e11 else value
@@ -92,9 +92,10 @@ def caller_text(message: Mapping[str, Any]) -> str | None:
 
 
 def facts_from_message(
-    message: Mapping[str, Any], *, region: str | None, now: datetime, crm_enabled: bool | None = None
+    message: Mapping[str, Any], *, region: str | None, now: datetime | None, crm_enabled: bool | None = None
 ) -> Facts:
-    """Facts of a Vapi server message (`body["message"]`); `now` only when it has no timestamp.
+    """Facts of a Vapi server message (`body["message"]`); `now` only when it has no timestamp
+    (None: the clock, read only then).
 
     `crm_enabled` None leaves crm_status unset; False makes it "disabled"; True leaves it
     unset for the lookup, except "not_found" for an anonymous caller (nothing to look up)."""
@@ -121,7 +122,7 @@ def facts_from_message(
     return Facts(
         caller=caller,
         dialled=phone.normalise(raw_dialled, region) if raw_dialled else None,
-        at=parse_time(message.get("timestamp")) or now,
+        at=parse_time(message.get("timestamp")) or now or datetime.now(UTC),
         phone_number_id=pnid,
         call_id=_text(_child(call, "id")),
         variables=variables,

@@ -49,6 +49,9 @@ def minute_of(at: datetime) -> int:
     return (at - (_EPOCH_NAIVE if at.utcoffset() is None else _EPOCH)) // _MINUTE
 
 
+# the datetime whose minute was computed last, and that minute (datetimes are immutable)
+_LAST_MINUTE: list[tuple[datetime | None, int]] = [(None, 0)]
+
 REGEX_TIMEOUT_S = 0.02
 
 
@@ -102,7 +105,14 @@ class Facts:
     minute: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.minute = minute_of(self.at)
+        # with_crm builds a second Facts on the same `at` for most calls: the last answer is kept
+        at = self.at
+        last = _LAST_MINUTE[0]
+        if at is last[0]:
+            self.minute = last[1]
+        else:
+            self.minute = minute = minute_of(at)
+            _LAST_MINUTE[0] = (at, minute)  # one store: a tool's thread never sees half of it
 
     def with_crm(self, status: CrmStatus, tags: frozenset[str], crm: Mapping[str, str]) -> Facts:
         """These facts once the CRM answered (dataclasses.replace costs 3x as much per call)."""

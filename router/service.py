@@ -56,7 +56,7 @@ def base_facts(policy: Policy, message: Mapping[str, Any]) -> Facts:
     # crm_status "disabled" without a CRM; for an anonymous caller "not_found": no number,
     # nothing to look up, an anonymous caller is simply not in the CRM.
     return facts_from_message(
-        message, region=policy.settings.region, now=datetime.now(UTC), crm_enabled=policy.crm is not None
+        message, region=policy.settings.region, now=None, crm_enabled=policy.crm is not None
     )
 
 
