@@ -260,6 +260,8 @@ class Server:
     def record_answered(self) -> None:
         """Metrics and decision-log lines of the calls answered with `record_later`."""
         unrecorded, self._unrecorded = self._unrecorded, []
+        if not unrecorded:  # a turn that answered only errors (401, 400) or nothing
+            return
         stamp = timestamp()  # answered in the same turn of the loop: the same millisecond or so
         for args in unrecorded:
             try:

@@ -6,11 +6,12 @@ that machinery costs more than routing the call. So a POST to the webhook path i
 here and, when its answer needs no waiting (no CRM, the file CRM or a cached record), the
 reply is written from the parser's callback: no task, no ASGI messages.
 
-Everything else keeps uvicorn's own path, unchanged: other paths and methods, a request
-pipelined behind one still being answered, a connection whose writes are paused, a
-`root_path`, `limit_concurrency`, an HMAC that signs the URL. An answer that waits for an
-HTTP CRM is handed to a uvicorn request cycle, which keeps pipelined requests in order and
-knows when the client has gone.
+Everything else keeps uvicorn's own path: other paths and methods, a request pipelined
+behind one still being answered, a connection whose writes are paused, a `root_path`,
+`limit_concurrency`, an HMAC that signs the URL. The one change on every path is the
+keep-alive timer (`on_response_complete`): the same rule, one timer per idle stretch. An
+answer that waits for an HTTP CRM is handed to a uvicorn request cycle, which keeps pipelined
+requests in order and knows when the client has gone.
 
 Replies are held until the event loop has read every connection that was ready, then
 written together (`_Held`). On loopback with many connections, a reply written the moment
@@ -178,10 +179,16 @@ class WebhookProtocol(HttpToolsProtocol):
 
     # ------------------------------------------------------------ keep-alive
 
+    def data_received(self, data: bytes) -> None:
+        # uvicorn's rule: any byte received stops the keep-alive clock until the next response
+        # (a request may begin before the reply to the one before it, and arrive slowly)
+        self._idle_since = None
+        super().data_received(data)
+
     def on_response_complete(self) -> None:
         """uvicorn's, except for the keep-alive timer. uvicorn arms a timer after every response
-        and cancels it when the next request begins, two timer-heap operations per request; here
-        a response notes the time, and one timer per idle stretch checks that note when it fires
+        and cancels it when bytes next arrive, two timer-heap operations per request; here a
+        response notes the time, and one timer per idle stretch checks that note when it fires
         (re-armed for what is left when requests came in between). The connection still closes
         `timeout_keep_alive` seconds after its last response, as uvicorn's does."""
         self.server_state.total_requests += 1
@@ -202,7 +209,9 @@ class WebhookProtocol(HttpToolsProtocol):
         if since is None:  # a request is under way; its response arms the timer again
             return
         end = since + self.timeout_keep_alive
-        if end > self.loop.time():
+        # uvloop's clock counts whole milliseconds: a timer re-armed for less would fire again
+        # at once, over and over, until the clock ticks
+        if end - self.loop.time() >= 0.001:
             self._idle_timer = self.loop.call_at(end, self._check_idle)
         else:
             self.timeout_keep_alive_handler()

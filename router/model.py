@@ -50,7 +50,7 @@ def minute_of(at: datetime) -> int:
 
 
 # the datetime whose minute was computed last, and that minute (datetimes are immutable)
-_LAST_MINUTE: list[tuple[datetime | None, int]] = [(None, 0)]
+_LAST_MINUTE: list[tuple[datetime, int]] = [(_EPOCH, 0)]
 
 REGEX_TIMEOUT_S = 0.02
 

@@ -20,6 +20,7 @@ A socket timeout (5 s) turns a server that stops answering into a failure, never
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import itertools
 import json
@@ -460,30 +461,58 @@ def test_keep_alive_fifty_webhooks_on_one_connection(srv: InProcess) -> None:
         assert wire.state(0.1) == "open"
 
 
-def test_an_idle_connection_closes_a_keep_alive_timeout_after_its_last_reply(srv: InProcess) -> None:
-    """Requests that come in time keep the connection open past the timeout counted from the
-    first reply; once nothing comes, the server closes it the timeout after the last reply."""
-    keep_alive_s, gap_s = 0.4, 0.25
+KEEP_ALIVE_S = 0.6  # the keep-alive timeout of the connections the next tests open
+GAP_S = 0.3  # a pause that the timeout allows, and that two or three of together exceed
+
+
+@contextlib.contextmanager
+def keep_alive(srv: InProcess, seconds: float) -> Iterator[None]:
+    """Connections accepted inside the block get a keep-alive timeout of `seconds` (uvicorn's
+    protocol reads it from the config when a connection opens)."""
     assert srv._uvicorn is not None
     config = srv._uvicorn.config
     saved = config.timeout_keep_alive
-    config.timeout_keep_alive = keep_alive_s  # type: ignore[assignment]  # read per connection
+    config.timeout_keep_alive = seconds  # type: ignore[assignment]  # an int in uvicorn's type
     try:
-        with Wire(srv.port) as wire:
-            for i in range(4):  # the last one 0.75 s after the first reply
-                if i:
-                    time.sleep(gap_s)
-                exchange = echo(f"idle-{i}")
-                wire.send(exchange.data)
-                exchange.check(wire.read())
-                replied = time.monotonic()
-            config.timeout_keep_alive = saved
-            assert wire.state(keep_alive_s / 2) == "open"
-            assert wire.state(keep_alive_s * 2) == "closed"
-            idle = time.monotonic() - replied
-            assert keep_alive_s - 0.05 <= idle < keep_alive_s * 1.5, idle
+        yield
     finally:
         config.timeout_keep_alive = saved
+
+
+def test_an_idle_connection_closes_a_keep_alive_timeout_after_its_last_reply(srv: InProcess) -> None:
+    """Requests that come in time keep the connection open past the timeout counted from the
+    first reply; once nothing comes, the server closes it the timeout after the last reply."""
+    with keep_alive(srv, KEEP_ALIVE_S), Wire(srv.port) as wire:
+        for i in range(4):  # the last one 3 gaps (1.5 timeouts) after the first reply
+            if i:
+                time.sleep(GAP_S)
+            exchange = echo(f"idle-{i}")
+            wire.send(exchange.data)
+            exchange.check(wire.read())
+            replied = time.monotonic()
+        assert wire.state(KEEP_ALIVE_S / 2) == "open"
+        assert wire.state(KEEP_ALIVE_S * 2) == "closed"
+        idle = time.monotonic() - replied
+        assert KEEP_ALIVE_S - 0.05 <= idle < KEEP_ALIVE_S * 2, idle
+    still_serves(srv)
+
+
+def test_a_request_that_trickles_in_after_a_reply_is_not_cut_off(
+    srv: InProcess, crm_server: CrmServer
+) -> None:
+    """As on uvicorn's own path, bytes arriving stop the keep-alive clock: a request that began
+    while the one before it waited for the CRM, and whose rest arrives in pieces until well past
+    the timeout after that reply, is answered."""
+    first, second = needs_crm(crm_server, "before-trickle"), echo("trickle")
+    with keep_alive(srv, KEEP_ALIVE_S), Wire(srv.port) as wire:
+        wire.send(first.data + second.data[:20])  # the second request's line, half sent
+        first.check(wire.read())
+        rest = second.data[20:]
+        third = len(rest) // 3
+        for piece in (rest[:third], rest[third : 2 * third], rest[2 * third :]):
+            time.sleep(GAP_S)
+            wire.send(piece)
+        second.check(wire.read())
     still_serves(srv)
 
 
