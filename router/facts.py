@@ -60,8 +60,9 @@ def parse_time(value: Any) -> datetime | None:
     try:
         if isinstance(value, bool):
             return None
-        if type(value) is int or isinstance(value, int | float):  # Vapi sends epoch ms: an int
-            if not math.isfinite(value):
+        exact = type(value) is int  # Vapi sends epoch ms: an int, always finite
+        if exact or isinstance(value, int | float):
+            if not exact and not math.isfinite(value):
                 return None
             seconds = value / 1000 if abs(value) > 1e11 else value
             # the years 1900-2999 in epoch seconds, without building a datetime to ask
