@@ -6,12 +6,14 @@ prints one markdown table. A section adds itself by appending to `bench.__main__
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Row", "log", "percentile", "render_table"]
+__all__ = ["Row", "clean_env", "log", "percentile", "render_table", "stop_process"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +56,22 @@ def percentile(values: Sequence[float], q: float) -> float:
 def log(message: str) -> None:
     """Progress on stderr, so stdout carries only the table."""
     print(message, file=sys.stderr, flush=True)
+
+
+def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment for a server subprocess, without the router's own settings
+    (VAPI_*, ROUTER_*, PROMETHEUS_*), which `extra` then gives."""
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("VAPI_", "ROUTER_", "PROMETHEUS_"))}
+    return keep | dict(extra)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, grace_s: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `grace_s`; nothing if it has exited."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

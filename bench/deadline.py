@@ -23,9 +23,9 @@ from pathlib import Path
 
 import orjson
 
-from bench import Row, log
+from bench import Row, clean_env, log
 from bench.gen import START, Call
-from bench.http import Served, clean_env, free_port, load, router_server, serving, write_bodies
+from bench.http import Served, free_port, load, router_server, serving, write_bodies
 
 DEADLINE_MS = 1000
 TIMEOUT_MS = 950  # the CRM's own timeout: as close to the deadline as lint allows it

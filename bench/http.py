@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from bench import Row, log
+from bench import Row, clean_env, log, stop_process
 from bench.gen import START, Call, generate_calls, generate_policy, message_of
 from router.phone import normalise
 
@@ -209,11 +209,6 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def clean_env(extra: dict[str, str]) -> dict[str, str]:
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("VAPI_", "ROUTER_", "PROMETHEUS_"))}
-    return keep | extra
-
-
 @dataclass
 class Served:
     """A server subprocess on a free port; `ready_s` is Popen → first 200 from `ready_path`
@@ -262,14 +257,7 @@ class Served:
         return cpu_seconds(self.pids)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_process(self.proc, 15)
 
 
 @contextmanager

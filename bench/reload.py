@@ -31,7 +31,7 @@ from types import TracebackType
 import httpx
 import orjson
 
-from bench import Row, log, percentile
+from bench import Row, clean_env, log, percentile, stop_process
 from bench.gen import Call, GeneratedPolicy, generate_calls, generate_policy, message_of
 from router.phone import normalise
 
@@ -219,8 +219,7 @@ class Served:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.argv = [str(BIN / "vapi-router"), "serve", str(policy), "--port", str(self.port), *args]
         self.log_dir = log_dir
-        keep = {k: v for k, v in os.environ.items() if not k.startswith(("VAPI_", "ROUTER_", "PROMETHEUS_"))}
-        self.env = keep | {"VAPI_SERVER_SECRET": SECRET, "ROUTER_ADMIN_TOKEN": ADMIN}
+        self.env = clean_env({"VAPI_SERVER_SECRET": SECRET, "ROUTER_ADMIN_TOKEN": ADMIN})
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready_s = 0.0
 
@@ -243,13 +242,7 @@ class Served:
         self.ready_s = time.perf_counter() - started
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 15)
 
     def stderr(self) -> str:
         return (self.log_dir / "stderr.txt").read_text(encoding="utf-8", errors="replace")

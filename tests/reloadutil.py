@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -21,13 +20,8 @@ from typing import Any, TypeVar
 import httpx
 from serverutil import InProcess, dumps, payload
 
+from bench.reload import Load, Sample  # serverutil puts bench/ on the path
 from router.serve import build_server
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # bench/ is beside router/ but not installed
-    sys.path.insert(0, str(ROOT))
-
-from bench.reload import Load, Sample  # noqa: E402
 
 __all__ = [
     "BROKEN",

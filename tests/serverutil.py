@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import uvicorn
@@ -29,6 +29,11 @@ from crmserver import ThreadedUvicorn, start_in_thread
 from router.app import Server, create_app
 from router.metrics import FLUSH_S
 from router.serve import ServeOptions, build_server
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # bench/ is beside router/ but not installed
+    sys.path.insert(0, str(ROOT))
+from bench import clean_env, stop_process  # noqa: E402
 
 VAPI_DIR = Path(__file__).resolve().parents[2] / "shared" / "vapi"  # ../shared beside the repo
 PAYLOADS = VAPI_DIR / "payloads"
@@ -105,6 +110,21 @@ class _Base:
     policy_path: Path
     env: dict[str, str]
     webhook_path: str
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
 
     def client(self, **kwargs: Any) -> httpx.Client:
         kwargs.setdefault("timeout", 10.0)
@@ -271,15 +291,6 @@ class InProcess(_Base):
         self._uvicorn: ThreadedUvicorn | None = None
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> InProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     def start(self) -> None:
         config = uvicorn.Config(
             create_app(self.server, path=self.webhook_path),
@@ -363,17 +374,7 @@ class Subprocess(_Base):
         self.proc: subprocess.Popen[bytes] | None = None
 
     def process_env(self) -> dict[str, str]:
-        keep = {k: v for k, v in os.environ.items() if not k.startswith(("VAPI_", "ROUTER_", "PROMETHEUS_"))}
-        return keep | self.env
-
-    def __enter__(self) -> Subprocess:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        return clean_env(self.env)
 
     def start(self) -> None:
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
@@ -392,13 +393,7 @@ class Subprocess(_Base):
         """SIGTERM, then wait (SIGKILL after 10 s); the exit code."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 10)
         return self.proc.returncode
 
     def stdout(self) -> str:
