@@ -3,9 +3,11 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY requirements.lock pyproject.toml README.md ./
+# Exactly the tested versions (hash-checked), then the package itself without resolving again.
+RUN pip install --require-hashes --no-deps -r requirements.lock
 COPY router ./router
-RUN pip install . && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin router
+RUN pip install --no-deps . && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin router
 COPY policies /etc/vapi-router/policies
 
 USER 10001

@@ -1,15 +1,24 @@
 # Two commands set everything up on a fresh machine: `make run` and `make test`.
+# Everything installs from the hash-locked requirements*.lock (compiled from pyproject.toml
+# by `make lock`); a lock older than pyproject.toml's dependencies stops the build.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
+LOCKVENV := .venv-lock
+# The components tests need from the OS (tools/system-deps.sh installs them when it can).
+SYSTEM_DEPS := postgresql chromium
+COMPILE = $(LOCKVENV)/bin/uv pip compile pyproject.toml --quiet --generate-hashes --universal \
+	--python-version 3.11 --custom-compile-command "make lock"
 
-.PHONY: install run test check lint bench clean
+.PHONY: install run test test-latest check lint bench lock lock-upgrade system-deps clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock requirements-dev.lock
+	$(PY) tools/lockcheck.py check requirements.lock requirements-dev.lock
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes --no-deps -r requirements-dev.lock
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -17,12 +26,24 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m router.demo
 
-test: $(STAMP)
+system-deps:
+	@tools/system-deps.sh $(SYSTEM_DEPS)
+
+test: $(STAMP) system-deps
 	$(BIN)/pytest
 
+# The suite on the newest versions pyproject.toml allows, in a venv of its own (not in CI's
+# run: it answers "will the next `make lock-upgrade` be safe?").
+test-latest: system-deps
+	rm -rf .venv-latest
+	$(PY) -m venv .venv-latest
+	.venv-latest/bin/pip install -q --upgrade -e '.[dev]'
+	.venv-latest/bin/pip freeze --exclude-editable | sed 's/^/  latest: /'
+	.venv-latest/bin/pytest
+
 lint: $(STAMP)
-	$(BIN)/ruff check router tests bench
-	$(BIN)/ruff format --check router tests bench
+	$(BIN)/ruff check router tests bench tools
+	$(BIN)/ruff format --check router tests bench tools
 	$(BIN)/mypy
 	$(BIN)/vapi-router lint policies examples
 
@@ -31,5 +52,21 @@ check: lint test
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+$(LOCKVENV)/bin/uv:
+	$(PY) -m venv $(LOCKVENV)
+	$(LOCKVENV)/bin/pip install -q uv==$(UV_VERSION)
+
+# Re-resolve after pyproject.toml changed, keeping every pin that still fits.
+lock: $(LOCKVENV)/bin/uv
+	$(COMPILE) -o requirements.lock
+	$(COMPILE) --extra dev -o requirements-dev.lock
+	$(PY) tools/lockcheck.py stamp requirements.lock requirements-dev.lock
+
+# Move every pin to the newest allowed version (run `make test-latest` first).
+lock-upgrade: $(LOCKVENV)/bin/uv
+	$(COMPILE) --upgrade -o requirements.lock
+	$(COMPILE) --upgrade --extra dev -o requirements-dev.lock
+	$(PY) tools/lockcheck.py stamp requirements.lock requirements-dev.lock
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-latest $(LOCKVENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -81,7 +81,7 @@ class _Builder:
         if self.count > MAX_NODES:
             raise _Limit(node, f"document expands to more than {MAX_NODES:,} values (alias bomb?)")
         if depth > MAX_DEPTH:
-            raise _Limit(node, f"nesting deeper than {MAX_DEPTH} levels")
+            raise _Limit(node, f"nesting deeper than {MAX_DEPTH} levels", "too-deep")
         self.positions[pointer] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
@@ -125,8 +125,8 @@ class _Builder:
 
 
 class _Limit(Exception):
-    def __init__(self, node: yaml.Node, message: str) -> None:
-        self.node, self.message = node, message
+    def __init__(self, node: yaml.Node, message: str, code: str = "too-large") -> None:
+        self.node, self.message, self.code = node, message, code
 
 
 def _merged_pairs(
@@ -198,6 +198,10 @@ def parse_document(text: str, *, file: str) -> Document:
     try:
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
+        # Our own nesting limit comes first, whatever limit (if any) the YAML library has:
+        # libyaml >= 0.2.5 (PyYAML 6.0.4's wheels) stops at 1,000 levels with its own words.
+        if (deep := _nesting_problem(text, file)) is not None:
+            raise deep from None
         line, col, message = _syntax_problem(exc, text)
         raise PolicyError(file, line, col, f"YAML syntax: {message}", "yaml-syntax") from None
     except (yaml.reader.ReaderError, UnicodeEncodeError):  # a control character or lone surrogate
@@ -206,7 +210,7 @@ def parse_document(text: str, *, file: str) -> Document:
     except yaml.YAMLError as exc:  # one line: a problem prints as one FILE:LINE:COL line
         raise PolicyError(file, 1, 1, " ".join(f"YAML: {exc}".split()), "yaml-syntax") from None
     except RecursionError:
-        raise _too_deep(text, file) from None
+        raise _nesting_problem(text, file) or _too_deep_somewhere(file) from None
     if root is None:
         return Document(file, None, {"": (1, 1)})
     builder = _Builder(file)
@@ -215,18 +219,26 @@ def parse_document(text: str, *, file: str) -> Document:
         data = builder.build(root, "", 0)
     except _Limit as limit:
         mark = limit.node.start_mark
-        raise PolicyError(file, mark.line + 1, mark.column + 1, limit.message, "too-large") from None
+        raise PolicyError(file, mark.line + 1, mark.column + 1, limit.message, limit.code) from None
     except RecursionError:
-        raise _too_deep(text, file) from None
+        raise _nesting_problem(text, file) or _too_deep_somewhere(file) from None
     return Document(file, data, builder.positions, builder.key_positions, tuple(builder.problems))
 
 
-def _too_deep(text: str, file: str) -> PolicyError:
-    """The problem for text too deeply nested to compose, at the first list or mapping past
-    MAX_DEPTH: the event stream is flat, so finding it recurses nowhere."""
+def _too_deep_somewhere(file: str) -> PolicyError:
+    """The problem for text that nests too deep for the parser at a place we cannot find."""
+    return PolicyError(file, 1, 1, "YAML nesting is too deep", "too-deep")
+
+
+def _nesting_problem(text: str, file: str) -> PolicyError | None:
+    """The problem at the first list or mapping nested past MAX_DEPTH, or None when the text
+    nests no deeper (up to the point where it stops parsing): the event stream is flat, so
+    finding it recurses nowhere."""
     depth = 0
     try:
-        for event in yaml.parse(text, Loader=_Loader):
+        # The pure-Python parser: libyaml's scanner reads ahead through a flow collection
+        # (to see whether it is a key) and stops at its own limit before we see level 201.
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:
@@ -237,7 +249,7 @@ def _too_deep(text: str, file: str) -> PolicyError:
                 depth -= 1
     except yaml.YAMLError:
         pass
-    return PolicyError(file, 1, 1, "YAML nesting is too deep", "too-deep")
+    return None
 
 
 def _check_expansion(root: yaml.Node) -> None:
@@ -329,9 +341,19 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, int, str
         return context.line + 1, context.column + 1, "this quoted value has no closing quote"
     if context is not None and "end of stream" in problem:  # an unclosed bracket
         return context.line + 1, context.column + 1, f"{problem} ({exc.context} that starts here)"
-    if context is not None and context.line + 1 != line:
+    if context is not None:
+        # Our words for the structure that is broken, so the message (and the tests) do not
+        # change with the YAML library's wording; its words remain the last resort.
         where = f"line {context.line + 1}, column {context.column + 1}"
-        return line, col, f"{problem} ({exc.context} that starts at {where})"
+        structure = str(exc.context)
+        for kind, opening, closing in (("flow mapping", "{", "}"), ("flow sequence", "[", "]")):
+            if kind in structure:
+                missing = f"a ',' or '{closing}' is missing"
+                return line, col, f"the {opening} opened at {where} is not closed: {missing}"
+        if "block" in structure:
+            return line, col, f"this line is not indented like the block that starts at {where}"
+        if context.line + 1 != line:
+            return line, col, f"{problem} ({structure} that starts at {where})"
     return line, col, problem
 
 

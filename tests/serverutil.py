@@ -24,21 +24,20 @@ from typing import Any, Self
 
 import httpx
 import uvicorn
+
+# bench/ (beside router/), tests/ and ../shared/vapi come from pytest's pythonpath (pyproject).
+from check_reply import problems as _problems  # type: ignore[import-not-found]
 from crmserver import ThreadedUvicorn, start_in_thread
 
+from bench import clean_env, stop_process
 from router.app import Server, create_app
 from router.metrics import FLUSH_S
 from router.serve import ServeOptions, build_server
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # bench/ is beside router/ but not installed
-    sys.path.insert(0, str(ROOT))
-from bench import clean_env, stop_process  # noqa: E402
 
 VAPI_DIR = Path(__file__).resolve().parents[2] / "shared" / "vapi"  # ../shared beside the repo
 PAYLOADS = VAPI_DIR / "payloads"
-sys.path.insert(0, str(VAPI_DIR))
-from check_reply import problems as _problems  # type: ignore[import-not-found]  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SECRET = "s3cret-SENTINEL-webhook-7f3a"

@@ -25,8 +25,8 @@ def _raises(text: str) -> str:
     [
         pytest.param(
             "version: 1\ntargets:\n  a: {assistantId: x\nroutes: []\n",
-            "p.yaml:4:7: error: YAML syntax: did not find expected ',' or '}' "
-            "(while parsing a flow mapping that starts at line 3, column 6) [yaml-syntax]",
+            "p.yaml:4:7: error: YAML syntax: the { opened at line 3, column 6 is not closed: "
+            "a ',' or '}' is missing [yaml-syntax]",
             id="unclosed-brace-names-where-it-opened",
         ),
         pytest.param(
@@ -60,8 +60,8 @@ def _raises(text: str) -> str:
         ),
         pytest.param(
             "version: 1\nroutes:\n  - id: a\n   then: x\n",
-            "p.yaml:4:4: error: YAML syntax: did not find expected '-' indicator "
-            "(while parsing a block collection that starts at line 3, column 3) [yaml-syntax]",
+            "p.yaml:4:4: error: YAML syntax: this line is not indented like the block that starts at "
+            "line 3, column 3 [yaml-syntax]",
             id="bad-indent",
         ),
         pytest.param(

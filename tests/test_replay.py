@@ -129,9 +129,6 @@ def test_strip_secrets(value: object, expected: object) -> None:
 def test_a_capture_from_the_running_server_replays_to_the_same_decisions(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tests"))
     from serverutil import InProcess  # the real server (uvicorn on 127.0.0.1)
 
     policy_dir = tmp_path / "policy"

@@ -1,9 +1,9 @@
-"""Soak: 20,000 assistant-requests at 32 concurrent connections against `vapi-router serve`
-(a real process) whose HTTP CRM hangs, answers 500, answers garbage or drops the connection
-for 10 % of lookups.
+"""Soak: 4,000 assistant-requests (SOAK_REQUESTS=20000 for the full soak) at 32 concurrent
+connections against `vapi-router serve` (a real process) whose HTTP CRM hangs, answers 500,
+answers garbage or drops the connection for 10 % of lookups.
 
 Oracle: every reply is a 200 that passes Vapi's schema, the decision log has exactly one
-line per request, p99 stays within deadline_ms. Runs in `make test` (25-45 s here, with
+line per request, p99 stays within deadline_ms. Runs in `make test` (~10 s here, with
 `serve --workers 2`); SOAK_REQUESTS=N changes the count (0 skips it), SOAK_WORKERS=N the
 workers. The CRM runs in a process of its own, the load generator in this one.
 
@@ -31,12 +31,14 @@ import pytest
 from crmserver import CrmServer, Mode
 from serverutil import SECRET, Subprocess, metric, payload, reply_problems
 
-REQUESTS = int(os.environ.get("SOAK_REQUESTS", "20000"))
+# 4,000 by default keeps `make test` under 4 minutes and still meets every fault kind many
+# times (faults go by caller index % 40); SOAK_REQUESTS=20000 is the full soak.
+REQUESTS = int(os.environ.get("SOAK_REQUESTS", "4000"))
 CONCURRENCY = 32
 # Two workers, as `serve --workers 2` on a 2-core host: the router is the busiest process
 # (~2 ms of CPU per request with a CRM lookup), so one worker would cap the run at one core.
 WORKERS = int(os.environ.get("SOAK_WORKERS", "2"))
-CALLERS = 5000  # every request looks up (cache_ttl_s: 0), so each caller is asked for 4 times
+CALLERS = 1000  # every request looks up (cache_ttl_s: 0), so each caller is asked for many times
 DEADLINE_MS = 300
 CRM_TIMEOUT_MS = 200
 SERVER_SLACK_MS = 25  # the deadline's own 50 ms margin covers rendering; this covers a busy loop

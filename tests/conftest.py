@@ -1,0 +1,57 @@
+"""Shared fixtures: the system components some tests need (installed by `make system-deps`),
+skipped with one loud line each when they cannot be had."""
+
+from __future__ import annotations
+
+import glob
+import shutil
+from pathlib import Path
+
+import pytest
+
+# component -> (how to find it, what installs it)
+COMPONENTS: dict[str, tuple[str, str]] = {
+    "postgresql": ("/usr/lib/postgresql/*/bin/postgres", "Debian's postgresql"),
+    "chromium": ("/usr/bin/chromium", "Debian's chromium and chromium-driver"),
+}
+_MISSING: dict[str, int] = {}
+
+
+def find_component(name: str) -> Path | None:
+    """The component's main binary, or None (a PATH lookup is the last resort)."""
+    pattern, _ = COMPONENTS[name]
+    found = sorted(glob.glob(pattern))
+    if found:
+        return Path(found[-1])
+    on_path = shutil.which(Path(pattern).name)
+    return Path(on_path) if on_path else None
+
+
+def require_component(name: str) -> Path:
+    """The binary, or a skip counted for the loud summary line."""
+    path = find_component(name)
+    if path is None:
+        _MISSING[name] = _MISSING.get(name, 0) + 1
+        pytest.skip(f"{name} is not installed: `make system-deps` installs {COMPONENTS[name][1]}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_bin() -> Path:
+    """PostgreSQL's `postgres` binary (its folder also holds initdb and pg_ctl)."""
+    return require_component("postgresql")
+
+
+@pytest.fixture(scope="session")
+def chromium_bin() -> Path:
+    return require_component("chromium")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for name, count in sorted(_MISSING.items()):
+        terminalreporter.write_line(
+            f"!!! {count} test(s) SKIPPED: {name} is not installed; run `make system-deps` "
+            f"(as root on Debian/Ubuntu) to install {COMPONENTS[name][1]}",
+            red=True,
+            bold=True,
+        )
