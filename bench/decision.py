@@ -16,11 +16,11 @@ from collections.abc import Callable, Sequence
 
 from bench import Row, log, percentile
 from bench.gen import facts_of, generate_calls, generate_policy
-from router import phone
-from router.compiler import compile_policy
-from router.evaluator import evaluate, evaluate_linear
-from router.loader import lint_texts
-from router.model import Decision, Facts, Policy
+from router.policy.compiler import compile_policy
+from router.policy.loader import lint_texts
+from router.runtime import phone
+from router.runtime.evaluator import evaluate, evaluate_linear
+from router.runtime.model import Decision, Facts, Policy
 
 SIZES = (10, 1_000, 10_000)
 CALLS = 1_000

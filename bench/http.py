@@ -36,7 +36,7 @@ import orjson
 
 from bench import Row, clean_env, log, stop_process
 from bench.gen import START, Call, generate_calls, generate_policy, message_of
-from router.phone import normalise
+from router.runtime.phone import normalise
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -33,7 +33,7 @@ import orjson
 
 from bench import Row, clean_env, log, percentile, stop_process
 from bench.gen import Call, GeneratedPolicy, generate_calls, generate_policy, message_of
-from router.phone import normalise
+from router.runtime.phone import normalise
 
 SIZE = 10_000
 CALLS = 2_000

@@ -4,8 +4,8 @@ Public API: load_policy, evaluate, Policy, Facts, Decision, PolicyError.
 """
 
 from router.errors import PolicyError, PolicyInvalid
-from router.evaluator import evaluate
-from router.loader import load_policy
-from router.model import Decision, Facts, Policy
+from router.policy.loader import load_policy
+from router.runtime.evaluator import evaluate
+from router.runtime.model import Decision, Facts, Policy
 
 __all__ = ["Decision", "Facts", "Policy", "PolicyError", "PolicyInvalid", "evaluate", "load_policy"]

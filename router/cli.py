@@ -11,15 +11,16 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from router import report
-from router.cases import CaseResult, case_files, explain_data, policy_path_for, run_file, uncovered
-from router.crm import FileCrm
 from router.errors import PolicyError
-from router.facts import facts_from_call, facts_from_message, parse_time
-from router.loader import Loaded, lint_path, policy_files
-from router.model import Facts, Policy
-from router.schedules import effective_hours, format_hours
-from router.schema import policy_schema
+from router.policy.loader import Loaded, lint_path, policy_files
+from router.policy.schema import policy_schema
+from router.runtime.decide import explain_answer
+from router.runtime.facts import facts_from_call, facts_from_message, parse_time
+from router.runtime.model import Facts, Policy
+from router.runtime.schedules import effective_hours, format_hours
+from router.tools import report
+from router.tools.cases import CaseResult, case_files, policy_path_for, run_file, uncovered
+from router.tools.offline import file_crm, with_offline_crm
 
 
 def policy_sets(path: Path) -> list[Path]:
@@ -146,12 +147,8 @@ def explain_facts(policy: Policy, args: argparse.Namespace, now: datetime) -> Fa
         call["phone_number_id"] = args.phone_number_id
         call["call_id"] = args.call_id
         facts = facts_from_call(call, region=region, now=now, crm_enabled=policy.crm is not None)
-    if not given and policy.crm is not None and policy.crm.file:
-        if facts.caller is None:
-            facts = replace(facts, crm_status="not_found")
-        else:
-            record = FileCrm.from_path(Path(policy.crm.file), region=region).get(facts.caller)
-            facts = replace(facts, crm_status=record.status, tags=record.tags, crm=dict(record.fields))
+    if not given:
+        facts = with_offline_crm(policy, facts, file_crm(policy))
     return facts
 
 
@@ -168,7 +165,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         message = _read_request(args.request)
         message = message.get("message", message)
         transfer = isinstance(message, dict) and message.get("type") == "transfer-destination-request"
-    data = explain_data(loaded.policy, facts, transfer=transfer)
+    data = explain_answer(loaded.policy, facts, transfer=transfer)
     print(json.dumps(data, indent=2) if args.json else report.explain_text(data))
     return 0
 
@@ -197,7 +194,7 @@ def cmd_hours(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from router.serve import ServeOptions, run  # the server's imports are not needed for lint/test
+    from router.server.serve import ServeOptions, run  # the server's imports are not needed for lint/test
 
     if args.workers < 1:
         print("vapi-router serve: --workers must be at least 1", file=sys.stderr)
@@ -219,7 +216,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from router.replay import replay, report_json, report_text
+    from router.tools.replay import replay, report_json, report_text
 
     loaded = _load_or_print(Path(args.path))
     if loaded.policy is None:

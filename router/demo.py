@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from router.serve import ServeOptions, run
+from router.server.serve import ServeOptions, run
 
 DEMO_SECRET = "demo-secret"
 

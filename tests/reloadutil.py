@@ -21,7 +21,7 @@ import httpx
 from serverutil import InProcess, dumps, payload
 
 from bench.reload import Load, Sample  # serverutil puts bench/ on the path
-from router.serve import build_server
+from router.server.serve import build_server
 
 __all__ = [
     "BROKEN",

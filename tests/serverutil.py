@@ -30,9 +30,9 @@ from check_reply import problems as _problems  # type: ignore[import-not-found]
 from crmserver import ThreadedUvicorn, start_in_thread
 
 from bench import clean_env, stop_process
-from router.app import Server, create_app
-from router.metrics import FLUSH_S
-from router.serve import ServeOptions, build_server
+from router.server.app import Server, create_app
+from router.server.metrics import FLUSH_S
+from router.server.serve import ServeOptions, build_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -263,7 +263,7 @@ class InProcess(_Base):
         path: str = "/webhook/vapi",
         files: Mapping[str, str] | None = None,
         capture: bool = False,
-        http: str | type[asyncio.Protocol] = "router.fasthttp:WebhookProtocol",
+        http: str | type[asyncio.Protocol] = "router.server.fasthttp:WebhookProtocol",
     ) -> None:
         self._write_policy(directory, policy_text, files)
         self.http = http  # uvicorn's HTTP protocol: serve's, unless a test compares another

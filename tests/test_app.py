@@ -1,4 +1,4 @@
-"""router.app against the real server (uvicorn on 127.0.0.1): routing, auth, body limits,
+"""router.server.app against the real server (uvicorn on 127.0.0.1): routing, auth, body limits,
 decision log, health, readiness, metrics, reload, /v1/explain and /v1/resolve."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from serverutil import (
     reply_problems,
 )
 
-from router.app import MAX_BODY
+from router.server.http import MAX_BODY
 
 SAFE = "11111111-1111-4111-8111-111111111111"
 DESK = "22222222-2222-4222-8222-222222222222"
@@ -603,7 +603,7 @@ def test_a_reply_given_at_once_can_be_recorded_after_it(
     server._record = flaky  # type: ignore[method-assign]
     answer("assistant-request.pstn.json")
     answer("assistant-request.anonymous-caller.json")
-    with caplog.at_level("ERROR", logger="router.app"):
+    with caplog.at_level("ERROR", logger="router.server.app"):
         server.record_answered()
     assert len(calls) == 2 and "recording an answered call failed" in caplog.text
     assert decided(route="withheld") == 2 and decided(route="new-year") == 1

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 import pytest
 from starlette.datastructures import Headers
 
-from router.auth import AuthConfig, AuthConfigError, HmacConfig, verify_admin, verify_webhook
+from router.server.auth import AuthConfig, AuthConfigError, HmacConfig, verify_admin, verify_webhook
 
 NOW = 1_750_000_000.0
 BODY = b'{"message": {"type": "assistant-request", "call": {"id": "c1"}}}'
@@ -26,7 +26,7 @@ def sign(
     algorithm: str = "sha256",
     encoding: str = "hex",
 ) -> str:
-    """Vapi's side, written out independently of router.auth: enc(HMAC(key, "{timestamp}.{body}"))."""
+    """Vapi's side, written out independently of router.server.auth: enc(HMAC(key, "{timestamp}.{body}"))."""
     digest = hmac.new(key, timestamp.encode() + b"." + body, getattr(hashlib, algorithm)).digest()
     return digest.hex() if encoding == "hex" else base64.b64encode(digest).decode()
 

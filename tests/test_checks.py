@@ -1,4 +1,4 @@
-"""router.checks (through router.loader): semantic problems of schema-valid policy sets, and
+"""router.policy.checks (through router.policy.loader): semantic problems of schema-valid policy sets, and
 directory sets: merge order, names unique across files, sections at most once, skipped entries."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from router.checks import CHECKS, check
-from router.document import parse_document
-from router.loader import lint_path, lint_texts, policy_files
+from router.policy.checks import CHECKS, check
+from router.policy.document import parse_document
+from router.policy.loader import lint_path, lint_texts, policy_files
 
 DEFAULT = 'default: {error: "Sorry."}\n'
 

@@ -21,8 +21,8 @@ import jsonschema
 import pytest
 
 from router.cli import main
-from router.document import parse_document
-from router.schema import policy_schema
+from router.policy.document import parse_document
+from router.policy.schema import policy_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = ROOT / "tests" / "cases" / "cli"

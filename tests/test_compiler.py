@@ -1,4 +1,4 @@
-"""router.compiler: conditions, the route index (each route under its most selective key),
+"""router.policy.compiler: conditions, the route index (each route under its most selective key),
 prepared replies, splits, and the per-minute schedule memo the evaluator relies on."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.compiler import version_of
-from router.loader import lint_texts
-from router.model import (
+from router.policy.compiler import version_of
+from router.policy.loader import lint_texts
+from router.runtime.model import (
     All,
     CrmField,
     Facts,
@@ -27,7 +27,7 @@ from router.model import (
     Variable,
     minute_of,
 )
-from router.schedules import compile_schedule, is_open
+from router.runtime.schedules import compile_schedule, is_open
 
 HEAD = """version: 1
 settings: {timezone: America/New_York, region: US}

@@ -1,4 +1,4 @@
-"""router.crm: the file CRM's formats and errors; every HttpCrm outcome against a real local CRM."""
+"""router.crm.clients: the file CRM's formats and errors; every HttpCrm outcome against a real local CRM."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import httpx
 import pytest
 from crmserver import CrmServer, Mode, refused_url
 
-import router.crm
-from router.crm import POOL_SIZE, CrmFileError, CrmRecord, FileCrm, HttpCrm
+import router.crm.clients
+from router.crm.clients import POOL_SIZE, CrmFileError, CrmRecord, FileCrm, HttpCrm
 
 T = TypeVar("T")
 VIP = "+15551234567"
@@ -395,7 +395,7 @@ def test_cache_disabled_with_zero_ttl(crm_server: CrmServer) -> None:
 
 
 def test_cache_evicts_the_oldest(crm_server: CrmServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(router.crm, "CACHE_SIZE", 2)
+    monkeypatch.setattr(router.crm.clients, "CACHE_SIZE", 2)
     numbers = ["+15550000001", "+15550000002", "+15550000003"]
     records = lookups(crm_server, *numbers, numbers[2], numbers[1], numbers[0])
     assert [r.cached for r in records] == [False, False, False, True, True, False]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from router.decisionlog import timestamp
+from router.server.decisionlog import timestamp
 
 
 @pytest.mark.parametrize(

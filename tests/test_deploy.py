@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from router.cli import build_parser
-from router.loader import lint_texts
+from router.policy.loader import lint_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBE = ROOT / "examples" / "kubernetes"

@@ -1,4 +1,4 @@
-"""router.document: YAML text -> Document; positions, duplicate keys, syntax errors, limits."""
+"""router.policy.document: YAML text -> Document; positions, duplicate keys, syntax errors, limits."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from router.document import MAX_NODES, Document, fast_document, parse_document
 from router.errors import PolicyError
+from router.policy.document import MAX_NODES, Document, fast_document, parse_document
 
 ROOT = Path(__file__).resolve().parent.parent
 

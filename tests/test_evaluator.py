@@ -1,4 +1,4 @@
-"""router.evaluator: every condition kind, first match, default, transfers, the CRM pause,
+"""router.runtime.evaluator: every condition kind, first match, default, transfers, the CRM pause,
 and the key property: the indexed fast path decides exactly as the plain scan and explain."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from router.evaluator import evaluate, evaluate_linear, evaluate_transfer, explain
-from router.loader import lint_texts, load_policy
-from router.model import CrmStatus, Decision, Facts, Policy
+from router.policy.loader import lint_texts, load_policy
+from router.runtime.evaluator import evaluate, evaluate_linear, evaluate_transfer, explain
+from router.runtime.model import CrmStatus, Decision, Facts, Policy
 
 NY = ZoneInfo("America/New_York")
 CRM = (

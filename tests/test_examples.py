@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from router import cases  # module access keeps pytest from collecting helpers
-from router.loader import lint_path, policy_files
-from router.model import Facts, Policy, Target, Template
-from router.replies import render
+from router.policy.loader import lint_path, policy_files
+from router.runtime.model import Facts, Policy, Target, Template
+from router.runtime.replies import render
+from router.tools import cases  # module access keeps pytest from collecting helpers
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

@@ -1,4 +1,4 @@
-"""router.facts: Vapi messages and test-case calls -> Facts, leniently: nothing raises."""
+"""router.runtime.facts: Vapi messages and test-case calls -> Facts, leniently: nothing raises."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.facts import facts_from_call, facts_from_message, parse_time
-from router.model import Facts
+from router.runtime.facts import facts_from_call, facts_from_message, parse_time
+from router.runtime.model import Facts
 
 PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "vapi" / "payloads"
 NOW = datetime(2030, 1, 1, tzinfo=UTC)

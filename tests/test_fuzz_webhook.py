@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from serverutil import InProcess, iter_paths, payload, reply_problems
 
-from router.app import MAX_BODY
+from router.server.http import MAX_BODY
 
 POLICY = """\
 version: 1

@@ -50,8 +50,8 @@ from serverutil import (
 )
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from router.app import MAX_BODY
-from router.fasthttp import WebhookProtocol
+from router.server.fasthttp import WebhookProtocol
+from router.server.http import MAX_BODY
 
 TIMEOUT_S = 5.0
 HOST = "wire.test"

@@ -17,7 +17,7 @@ import pytest
 
 from router.cli import main
 from router.errors import PolicyError
-from router.loader import lint_texts, read_texts
+from router.policy.loader import lint_texts, read_texts
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "cases"

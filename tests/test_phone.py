@@ -1,10 +1,10 @@
-"""router.phone: the one E.164 normaliser, number country and type, masking for logs."""
+"""router.runtime.phone: the one E.164 normaliser, number country and type, masking for logs."""
 
 from __future__ import annotations
 
 import pytest
 
-from router import phone
+from router.runtime import phone
 
 
 @pytest.mark.parametrize(

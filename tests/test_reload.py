@@ -44,8 +44,8 @@ from reloadutil import (
 )
 from serverutil import SECRET, InProcess, Subprocess, metric, parse_metrics
 
-import router.store as store_module
-from router.watcher import DEBOUNCE_MS
+import router.server.store as store_module
+from router.server.watcher import DEBOUNCE_MS
 
 READY_KEYS = {"version", "loaded_at", "last_reload_ok", "errors"}
 
@@ -285,7 +285,7 @@ def test_an_invalid_edit_never_goes_live_and_the_next_good_one_recovers(
     policy = tmp_path / "policies" / "main.yaml"
     policy.parent.mkdir()
     policy.write_text(versioned(1), encoding="utf-8")
-    caplog.set_level(logging.INFO, logger="router.store")
+    caplog.set_level(logging.INFO, logger="router.server.store")
     with Watched(tmp_path / "srv", policy) as srv, srv.client() as client:
         srv.edit(client, lambda n: policy.write_text(versioned(n), encoding="utf-8"), 2)
         good = ready(client)
@@ -357,7 +357,7 @@ def fresh_replies(srv: Subprocess, n: int) -> list[Any]:
 
 def worker_metrics(srv: Subprocess, client: httpx.Client) -> dict[str, float]:
     """/metrics of a --workers server. While a worker starts, its metrics file may still be
-    empty and prometheus-client's reader then fails (a 500 from router.metrics): try again."""
+    empty and prometheus-client's reader then fails (a 500 from router.server.metrics): try again."""
     for _ in range(20):
         response = client.get("/metrics")
         if response.status_code == 200:

@@ -1,4 +1,4 @@
-"""router.replies.render_bytes: the spliced reply is byte for byte orjson.dumps(render(...)[0]),
+"""router.runtime.replies.render_bytes: the spliced reply is byte for byte orjson.dumps(render(...)[0]),
 and raises where render does."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
-from router.loader import lint_path, lint_texts, policy_files
-from router.model import Facts, Policy, Source, Target, Template
-from router.replies import TemplateError, render, render_bytes, splice
+from router.policy.loader import lint_path, lint_texts, policy_files
+from router.runtime.model import Facts, Policy, Source, Target, Template
+from router.runtime.replies import TemplateError, render, render_bytes, splice
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from router.capture import captured, strip_secrets
 from router.cli import main
+from router.server.capture import captured, strip_secrets
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = json.loads((ROOT / "policies" / "captured" / "demo-call.json").read_text())

@@ -1,4 +1,4 @@
-"""router.replies: sticky weighted splits, ${…} templates, Vapi's {{…}} left alone."""
+"""router.runtime.replies: sticky weighted splits, ${…} templates, Vapi's {{…}} left alone."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from router.loader import lint_texts
-from router.model import Facts, Policy, Target
-from router.replies import TemplateError, choose, render, render_bytes
+from router.policy.loader import lint_texts
+from router.runtime.model import Facts, Policy, Target
+from router.runtime.replies import TemplateError, choose, render, render_bytes
 
 POLICY = """version: 1
 settings: {region: US}

@@ -1,4 +1,4 @@
-"""router.schedules: windows, day keys, holidays, closed and special dates, DST, checks."""
+"""router.runtime.schedules: windows, day keys, holidays, closed and special dates, DST, checks."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from router.document import parse_document
-from router.schedules import (
+from router.policy.document import parse_document
+from router.policy.schedule_checks import check_schedule
+from router.runtime.schedules import (
     DayHours,
     Schedule,
-    check_schedule,
     compile_schedule,
     effective_hours,
     format_hours,

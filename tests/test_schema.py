@@ -1,4 +1,4 @@
-"""router.schema: JSON Schema problems rendered in our words, at the YAML line:col."""
+"""router.policy.schema: JSON Schema problems rendered in our words, at the YAML line:col."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from router.document import parse_document
-from router.schema import policy_schema, validate
+from router.policy.document import parse_document
+from router.policy.schema import policy_schema, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 

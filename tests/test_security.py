@@ -35,13 +35,13 @@ from serverutil import (
     run_serve,
 )
 
-from router import phone
-from router.compiler import compile_policy
-from router.document import parse_document
-from router.evaluator import evaluate
-from router.facts import facts_from_message
-from router.loader import lint_path, lint_texts
-from router.model import Facts
+from router.policy.compiler import compile_policy
+from router.policy.document import parse_document
+from router.policy.loader import lint_path, lint_texts
+from router.runtime import phone
+from router.runtime.evaluator import evaluate
+from router.runtime.facts import facts_from_message
+from router.runtime.model import Facts
 
 UNAUTHORIZED = {"error": "unauthorized"}
 POLICY = """\

@@ -1,4 +1,4 @@
-"""router.service through the real server: CRM facts (file and HTTP), lazy and cached lookups,
+"""router.server.service through the real server: CRM facts (file and HTTP), lazy and cached lookups,
 and the deadline: whatever the CRM does, a valid reply within deadline_ms."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from serverutil import InProcess, metric, payload
 
-from router.store import PolicyStore
+from router.server.store import PolicyStore
 
 LIVE = """\
 version: 1

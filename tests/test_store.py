@@ -1,4 +1,4 @@
-"""router.store.PolicyStore without HTTP: swaps only on success, snapshots stay intact, reloads
+"""router.server.store.PolicyStore without HTTP: swaps only on success, snapshots stay intact, reloads
 are serialised, the check child (its answers, its death, its time limit), CRM clients, GC."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import orjson
 import pytest
 from reloadutil import BROKEN, broken, versioned
 
-import router.store as store_module
-from router.crm import FileCrm, HttpCrm
-from router.loader import read_texts
-from router.store import PolicyStore, ReloadResult, check_in_child
+import router.server.store as store_module
+from router.crm.clients import FileCrm, HttpCrm
+from router.policy.loader import read_texts
+from router.server.store import PolicyStore, ReloadResult, check_in_child
 
 
 def make(tmp_path: Path, text: str) -> tuple[PolicyStore, Path]:

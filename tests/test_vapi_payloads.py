@@ -1,4 +1,4 @@
-"""Tests for router.vapi_payloads: inline Vapi payloads in policy targets, checked at lint time."""
+"""Tests for router.policy.vapi_payloads: inline Vapi payloads in policy targets, checked at lint time."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from typing import Any
 import jsonschema
 import pytest
 
-from router.vapi_payloads import KINDS, PayloadProblem, check_payload
+from router.policy.vapi_payloads import KINDS, PayloadProblem, check_payload
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SPEC = SHARED / "vapi" / "spec"
 PAYLOADS = SHARED / "vapi" / "payloads"
 REPO = Path(__file__).resolve().parents[1]
-SUBSET: dict[str, Any] = json.loads((REPO / "router" / "vapi.schema.json").read_text())
+SUBSET: dict[str, Any] = json.loads((REPO / "router" / "policy" / "vapi.schema.json").read_text())
 
 needs_spec = pytest.mark.skipif(not SPEC.is_dir(), reason="../shared/vapi/spec is not beside the repo")
 
@@ -541,7 +541,7 @@ def test_problems_are_values_with_stable_codes() -> None:
 
 def test_subset_schema_is_valid_and_small() -> None:
     jsonschema.Draft202012Validator.check_schema(SUBSET)
-    assert (REPO / "router" / "vapi.schema.json").stat().st_size < 150_000
+    assert (REPO / "router" / "policy" / "vapi.schema.json").stat().st_size < 150_000
 
 
 def test_an_unknown_kind_is_a_programming_error() -> None:
@@ -676,7 +676,7 @@ def load(path: Path, name: str) -> ModuleType:
 @needs_spec
 def test_committed_schema_is_what_the_generator_makes() -> None:
     generator = load(REPO / "tools" / "gen_vapi_schema.py", "gen_vapi_schema")
-    text = (REPO / "router" / "vapi.schema.json").read_text()
+    text = (REPO / "router" / "policy" / "vapi.schema.json").read_text()
     assert generator.render(generator.derive(SPEC)) == text, "run tools/gen_vapi_schema.py"
 
 

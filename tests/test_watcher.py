@@ -1,4 +1,4 @@
-"""router.watcher on a real PolicyStore and real files: edits, directory sets, the Kubernetes
+"""router.server.watcher on a real PolicyStore and real files: edits, directory sets, the Kubernetes
 ConfigMap `..data` swap (directory and single-file paths), bursts, editor temp files, SIGHUP."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 from reloadutil import configmap_update, versioned
 
-from router.store import PolicyStore
-from router.watcher import DEBOUNCE_MS, POLL_S, install_sighup, watch
+from router.server.store import PolicyStore
+from router.server.watcher import DEBOUNCE_MS, POLL_S, install_sighup, watch
 
 QUIET_S = POLL_S + DEBOUNCE_MS / 1000 + 0.4  # long enough for a reload that is coming to have come
 

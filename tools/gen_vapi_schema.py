@@ -1,4 +1,4 @@
-"""Derive router/vapi.schema.json, the subset of Vapi's schemas that `lint` checks inline targets against.
+"""Derive router/policy/vapi.schema.json: the subset of Vapi's schemas `lint` checks inline targets with.
 
 Dev-time only (the router reads the generated file, never ../shared):
     python tools/gen_vapi_schema.py [SPEC_DIR] [--check]
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "router" / "vapi.schema.json"
+OUT = ROOT / "router" / "policy" / "vapi.schema.json"
 DEFAULT_SPEC = ROOT.parent / "shared" / "vapi" / "spec"
 
 # Components checked field by field (unknown fields are errors), with the noun messages use.

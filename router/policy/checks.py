@@ -15,13 +15,13 @@ from functools import cache
 from itertools import combinations
 from typing import Any
 
-from router import phone
-from router.compiler import PRIMARY, TEMPLATE, as_list
-from router.document import Document, pointer_of
 from router.errors import PolicyError, did_you_mean
-from router.model import OVERRIDES
-from router.schedules import check_schedule
-from router.vapi_payloads import check_payload
+from router.policy.compiler import PRIMARY, TEMPLATE, as_list
+from router.policy.document import Document, pointer_of
+from router.policy.schedule_checks import check_schedule
+from router.policy.vapi_payloads import check_payload
+from router.runtime import phone
+from router.runtime.model import OVERRIDES
 
 NUMBER_KEYS = ("caller", "dialled")
 REFS = ("caller", "dialled", "call.id", "route")

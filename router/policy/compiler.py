@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 import regex
 
-from router import phone
-from router.document import Document, pointer_of
-from router.facts import scalar_text
-from router.model import (
+from router.policy.document import Document, pointer_of
+from router.runtime import phone
+from router.runtime.facts import scalar_text
+from router.runtime.model import (
     TARGET_KINDS,
     All,
     Always,
@@ -49,8 +49,8 @@ from router.model import (
     Variable,
     Variant,
 )
-from router.replies import splice
-from router.schedules import Schedule, compile_schedule
+from router.runtime.replies import splice
+from router.runtime.schedules import Schedule, compile_schedule
 
 TEMPLATE = re.compile(r"\$\{([^}]*)\}")
 PRIMARY = (*TARGET_KINDS, "split")

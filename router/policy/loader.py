@@ -10,14 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from router import phone
-from router.checks import check
-from router.compiler import compile_policy, version_of
-from router.crm import CrmFileError, FileCrm
-from router.document import Document, fast_document, parse_document
 from router.errors import PolicyError, PolicyInvalid
-from router.model import Policy
-from router.schema import is_valid, validate
+from router.policy.checks import check
+from router.policy.compiler import compile_policy, version_of
+from router.policy.crmfile import CrmFileError, read_crm_file
+from router.policy.document import Document, fast_document, parse_document
+from router.policy.schema import is_valid, validate
+from router.runtime import phone
+from router.runtime.model import Policy
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
@@ -155,7 +155,7 @@ def lint_texts(texts: Sequence[tuple[str, str]], *, fast: bool = True, compile: 
             )
         else:  # read it as the server will, so that a bad row fails lint, not the reload
             try:
-                crm_fields = FileCrm.from_path(resolved, region=_region(docs)).columns
+                crm_fields = read_crm_file(resolved, region=_region(docs))[1]
                 crm_path = str(resolved)
             except CrmFileError as exc:
                 line = exc.line or 1

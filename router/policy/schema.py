@@ -15,8 +15,8 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
-from router.document import Document, escape
 from router.errors import PolicyError, did_you_mean
+from router.policy.document import Document, escape
 
 _JSON_TYPES = {
     "string": "a string",
@@ -34,7 +34,7 @@ _NAME_RULE = 'use letters, digits, "-", "_" and "." (start with a letter or digi
 @cache
 def policy_schema() -> dict[str, Any]:
     """The policy JSON Schema (package data), as printed by `vapi-router schema`."""
-    text = resources.files("router").joinpath("policy.schema.json").read_text(encoding="utf-8")
+    text = resources.files("router.policy").joinpath("policy.schema.json").read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 

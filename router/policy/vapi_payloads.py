@@ -1,6 +1,6 @@
 """Check inline Vapi payloads in policy targets against Vapi's field names, enums and limits (pure).
 
-The schema is the router's own subset, router/vapi.schema.json (made by tools/gen_vapi_schema.py).
+The schema is the router's own subset, router/policy/vapi.schema.json (made by tools/gen_vapi_schema.py).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def _is_uri(value: object) -> bool:
 
 @cache
 def _schema() -> dict[str, Any]:
-    text = resources.files("router").joinpath("vapi.schema.json").read_text(encoding="utf-8")
+    text = resources.files("router.policy").joinpath("vapi.schema.json").read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Sequence
 
-from router import phone
-from router.model import (
+from router.runtime import phone
+from router.runtime.model import (
     All,
     AnyOf,
     Condition,

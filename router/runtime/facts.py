@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from router import phone
-from router.model import CrmStatus, Facts
+from router.runtime import phone
+from router.runtime.model import CrmStatus, Facts
 
 
 def _get(obj: Any, *path: str) -> Any:

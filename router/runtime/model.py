@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from router import phone
-from router.schedules import Schedule, effective_hours, is_open
+from router.runtime import phone
+from router.runtime.schedules import Schedule, effective_hours, is_open
 
 CrmStatus = Literal["ok", "not_found", "timeout", "error", "disabled"]
 CRM_STATUSES: tuple[str, ...] = ("ok", "not_found", "timeout", "error", "disabled")

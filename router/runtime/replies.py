@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from router.model import Facts, Target, Template
+from router.runtime.model import Facts, Target, Template
 
 Spliced = tuple[bytes, tuple[tuple[str, str], ...], tuple[int, ...]]
 

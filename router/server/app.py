@@ -22,86 +22,33 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.datastructures import URL, Headers
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from router import phone
-from router.auth import AuthConfig, verify_admin, verify_webhook
-from router.capture import Capture
-from router.decisionlog import DecisionLog, timestamp
-from router.metrics import FLUSH_S, Metrics
-from router.service import Outcome, Pending, decide, decide_now
-from router.store import Live, PolicyStore, ReloadResult
+from router.runtime import phone
+from router.server.auth import AuthConfig, verify_admin, verify_webhook
+from router.server.capture import Capture
+from router.server.decisionlog import DecisionLog, timestamp
+from router.server.explainapi import explain_request, resolve_request
+from router.server.http import (
+    EMPTY,
+    NO_POLICY,
+    NOT_JSON,
+    NOT_MESSAGE,
+    TOO_LARGE,
+    UNAUTHORIZED,
+    BodyTooLarge,
+    json_response,
+    receive_body,
+    send_json,
+)
+from router.server.metrics import FLUSH_S, Metrics
+from router.server.service import Outcome, Pending, decide, decide_now
+from router.server.store import Live, PolicyStore, ReloadResult
 
-log = logging.getLogger("router.app")
-MAX_BODY = 1024 * 1024
-JSON = "application/json"
-EMPTY = b"{}"
-_UNAUTHORIZED = b'{"error":"unauthorized"}'
-# The webhook's fixed answers, encoded once.
-_TOO_LARGE = orjson.dumps({"error": f"body larger than {MAX_BODY} bytes"})
-_NOT_JSON = orjson.dumps({"error": "body is not JSON"})
-_NOT_MESSAGE = orjson.dumps({"error": 'expected {"message": {"type": ...}}'})
-_NO_POLICY = orjson.dumps({"error": "no policy is loaded"})
-_CONTENT_TYPE_JSON = (b"content-type", JSON.encode())
-
-
-def json_response(body: bytes | Any, status: int = 200) -> Response:
-    data = body if isinstance(body, bytes) else orjson.dumps(body)
-    return Response(data, status_code=status, media_type=JSON)
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_body(request: Request) -> bytes:
-    """The raw body, refusing more than MAX_BODY bytes without reading them all."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def receive_body(scope: Scope, receive: Receive) -> bytes:
-    """read_body for a bare ASGI endpoint: the same limits, and ClientDisconnect as Starlette's."""
-    # Headers(scope).get("content-length"), without the Mapping machinery: the first one wins
-    length = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)
-    if length is not None and length.isdigit() and int(length) > MAX_BODY:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.request":
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise BodyTooLarge
-            if not message.get("more_body", False):
-                if not chunks:  # the usual case: the whole body in one message
-                    return bytes(chunk)
-                chunks.append(chunk)
-                return b"".join(chunks)
-            chunks.append(chunk)
-        elif message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-
-
-async def send_json(send: Send, body: bytes, status: int = 200) -> None:
-    """What `json_response(body, status)` sends (same status, headers and body), without a Response."""
-    headers = [(b"content-length", str(len(body)).encode("latin-1")), _CONTENT_TYPE_JSON]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+log = logging.getLogger("router.server.app")
 
 
 class WebhookEndpoint:
@@ -172,7 +119,7 @@ class Server:
         try:
             body = await receive_body(scope, receive)
         except BodyTooLarge:
-            return await send_json(send, _TOO_LARGE, 413)
+            return await send_json(send, TOO_LARGE, 413)
         url = str(URL(scope=scope)) if self.signs_url else ""
         answer = self.answer_now(scope["method"], url, headers, body, started)
         status, reply = answer if isinstance(answer, tuple) else await answer
@@ -200,20 +147,20 @@ class Server:
             auth, headers, body, now=self.clock(), method=method, url=url
         ):
             self.metrics.auth_failures.inc()
-            return 401, _UNAUTHORIZED
+            return 401, UNAUTHORIZED
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return 400, _NOT_JSON
+            return 400, NOT_JSON
         message = data.get("message") if isinstance(data, dict) else None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            return 400, _NOT_MESSAGE
+            return 400, NOT_MESSAGE
         kind = message["type"]
         if kind not in ("assistant-request", "transfer-destination-request"):
             return 200, EMPTY
         live = self.store.live
         if live is None:  # serve never starts without a policy; tests may
-            return 503, _NO_POLICY
+            return 503, NO_POLICY
         transfer = kind == "transfer-destination-request"
         outcome = decide_now(live, message, started=started, transfer=transfer)
         if isinstance(outcome, Pending):
@@ -350,7 +297,7 @@ class Server:
 
     async def reload(self, request: Request) -> Response:
         if not self._admin(request):
-            return json_response(_UNAUTHORIZED, 401)
+            return json_response(UNAUTHORIZED, 401)
         result = await self.store.reload()
         if self.workers > 1:
             # This worker reloaded; SIGHUP to uvicorn's supervisor makes every worker reload
@@ -363,15 +310,13 @@ class Server:
 
     async def explain(self, request: Request) -> Response:
         if not self._admin(request):
-            return json_response(_UNAUTHORIZED, 401)
-        from router.explainapi import explain_request  # admin-only path; keep the hot module small
-
-        return await explain_request(self, request)
+            return json_response(UNAUTHORIZED, 401)
+        return await explain_request(self.store, request)
 
     async def resolve(self, request: Request) -> Response:
-        from router.explainapi import resolve_request
-
-        return await resolve_request(self, request)
+        return await resolve_request(
+            request, store=self.store, auth=self.auth, metrics=self.metrics, clock=self.clock
+        )
 
     # ------------------------------------------------------------ lifecycle
 

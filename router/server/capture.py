@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from router.decisionlog import DecisionLog
+from router.server.decisionlog import DecisionLog
 
-log = logging.getLogger("router.capture")
+log = logging.getLogger("router.server.capture")
 
 # Keys that may hold provider credentials or secrets anywhere in a message.
 _SECRET = re.compile(r"secret|token|password|credential|api_?key|auth|sid|signature", re.IGNORECASE)

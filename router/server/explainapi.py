@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, get_args
+from typing import Any, get_args
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from router.auth import verify_webhook
-from router.cases import explain_data
-from router.facts import facts_from_call
-from router.model import CrmStatus
-from router.service import base_facts, decide, lookup_crm
-
-if TYPE_CHECKING:
-    from router.app import Server
+from router.runtime.decide import answer_fallback, explain_answer
+from router.runtime.facts import facts_from_call
+from router.runtime.model import CrmStatus
+from router.server.auth import AuthConfig, verify_webhook
+from router.server.http import BodyTooLarge, read_body
+from router.server.metrics import Metrics
+from router.server.service import base_facts, decide, lookup_crm
+from router.server.store import PolicyStore
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -27,8 +27,6 @@ def _json(data: Any, status: int = 200) -> Response:
 
 
 async def _body(request: Request) -> Any:
-    from router.app import BodyTooLarge, read_body
-
     try:
         raw = await read_body(request)
     except BodyTooLarge:
@@ -52,10 +50,10 @@ def _facts_problem(data: Mapping[str, Any]) -> str | None:
     return None
 
 
-async def explain_request(server: Server, request: Request) -> Response:
+async def explain_request(store: PolicyStore, request: Request) -> Response:
     """A Vapi message ({"message": …}, CRM looked up live) or call facts (CRM from the body)."""
     data = await _body(request)
-    live = server.store.live
+    live = store.live
     if live is None:
         return _json({"error": "no policy is loaded"}, 503)
     if not isinstance(data, dict):
@@ -63,12 +61,14 @@ async def explain_request(server: Server, request: Request) -> Response:
     policy = live.policy
     message = data.get("message")
     transfer = False
+    cut: str | None = None
     if isinstance(message, dict):
         transfer = message.get("type") == "transfer-destination-request"
         facts = base_facts(policy, message)
         if facts.crm_status is None and policy.needs_crm:
             deadline = time.perf_counter() + policy.settings.deadline_ms / 1000
-            facts, _, _ = await lookup_crm(live, facts, deadline)
+            facts, record, was_cut = await lookup_crm(live, facts, deadline)
+            cut = record.reason if was_cut else None
         elif facts.crm_status is None:
             facts = replace(facts, crm_status="not_found")
     else:
@@ -78,24 +78,27 @@ async def explain_request(server: Server, request: Request) -> Response:
             data, region=policy.settings.region, now=datetime.now(UTC), crm_enabled=policy.crm is not None
         )
         transfer = bool(data.get("transfer"))
-    out = explain_data(policy, facts, transfer=transfer)
+    out = explain_answer(policy, facts, transfer=transfer)
+    if cut is not None:  # as the server: the deadline, not the CRM, ended the lookup
+        body, _, _, target, reason = answer_fallback(policy, facts, cut, transfer=transfer)
+        out.update(route=None, target=target, reply=orjson.loads(body), fallback_reason=reason)
     out["policy"] = policy.version
     return _json(out)
 
 
-async def resolve_request(server: Server, request: Request) -> Response:
+async def resolve_request(
+    request: Request, *, store: PolicyStore, auth: AuthConfig, metrics: Metrics, clock: Callable[[], float]
+) -> Response:
     """The assistant/squad/workflow part of a decision for Vapi's POST /call (outbound)."""
     started = time.perf_counter()
-    from router.app import BodyTooLarge, read_body
-
     try:
         raw = await read_body(request)
     except BodyTooLarge:
         return _json({"error": "body too large"}, 413)
-    if server.auth.webhook_configured and not verify_webhook(
-        server.auth, request.headers, raw, now=server.clock(), method=request.method, url=str(request.url)
+    if auth.webhook_configured and not verify_webhook(
+        auth, request.headers, raw, now=clock(), method=request.method, url=str(request.url)
     ):
-        server.metrics.auth_failures.inc()
+        metrics.auth_failures.inc()
         return _json({"error": "unauthorized"}, 401)
     try:
         data = orjson.loads(raw)
@@ -105,7 +108,7 @@ async def resolve_request(server: Server, request: Request) -> Response:
         return _json(
             {"error": 'expected {"customer": {"number": …}, "phoneNumberId": … or "phoneNumber": {…}}'}, 400
         )
-    live = server.store.live
+    live = store.live
     if live is None:
         return _json({"error": "no policy is loaded"}, 503)
     phone = data.get("phoneNumber") if isinstance(data.get("phoneNumber"), dict) else {}

@@ -36,7 +36,8 @@ from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
-from router.app import _TOO_LARGE, MAX_BODY, RouterApp, Server, send_json
+from router.server.app import RouterApp, Server
+from router.server.http import MAX_BODY, TOO_LARGE, send_json, too_large
 
 _JSON_HEADERS = b"content-type: application/json\r\n"
 # struct tcp_info (linux/tcp.h): 8 one-byte fields, then u32s from rto on;
@@ -100,7 +101,7 @@ _HELD: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Held] = weakref.Wea
 
 
 class WebhookProtocol(HttpToolsProtocol):
-    """`uvicorn --http router.fasthttp:WebhookProtocol`; behaves as `--http httptools` except
+    """`uvicorn --http router.server.fasthttp:WebhookProtocol`; behaves as `--http httptools` except
     that it answers webhook POSTs itself (see the module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -297,7 +298,7 @@ class WebhookProtocol(HttpToolsProtocol):
         if version != "1.1":
             self.scope["http_version"] = version
         length = next((v for k, v in self.headers if k == b"content-length"), None)
-        if length is not None and length.isdigit() and int(length) > MAX_BODY:
+        if too_large(length):
             self._refuse_too_large()
             return
         if self.expect_100_continue:
@@ -327,7 +328,7 @@ class WebhookProtocol(HttpToolsProtocol):
         self._chunks = []
         if self.expect_100_continue:
             self._keep_alive = False
-        self._write(413, _TOO_LARGE)
+        self._write(413, TOO_LARGE)
 
     def _write(self, status: int, body: bytes) -> None:
         """One response, as uvicorn writes it for `send_json` (default headers first)."""

@@ -22,17 +22,17 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from router.app import Server, create_app
-from router.auth import AuthConfig, AuthConfigError
-from router.capture import Capture
-from router.decisionlog import DecisionLog
-from router.loader import Loaded, lint_path
-from router.report import problems_text
-from router.store import PolicyStore
-from router.watcher import install_sighup, watch
+from router.policy.loader import Loaded, lint_path
+from router.server.app import Server, create_app
+from router.server.auth import AuthConfig, AuthConfigError
+from router.server.capture import Capture
+from router.server.decisionlog import DecisionLog
+from router.server.store import PolicyStore
+from router.server.watcher import install_sighup, watch
+from router.tools.report import problems_text
 
 ENV = "VAPI_ROUTER_SERVE"
-log = logging.getLogger("router.serve")
+log = logging.getLogger("router.server.serve")
 # What run() checked, for app_factory in the same process (one worker): load a large set once.
 _checked: dict[str, Loaded] = {}
 
@@ -142,16 +142,16 @@ def run(options: ServeOptions) -> int:
         workers=options.workers,
         factory=True,
         loop="uvloop",
-        http="router.fasthttp:WebhookProtocol",
+        http="router.server.fasthttp:WebhookProtocol",
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=10,
     )
     if options.workers > 1:
-        config = uvicorn.Config("router.serve:app_factory", **kwargs)
+        config = uvicorn.Config("router.server.serve:app_factory", **kwargs)
         _supervise_workers(config)
     else:
-        uvicorn.run("router.serve:app_factory", **kwargs)
+        uvicorn.run("router.server.serve:app_factory", **kwargs)
     return 0
 
 

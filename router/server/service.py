@@ -11,27 +11,18 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+from router.runtime.decide import Rendered, answer_decision, answer_fallback, evaluate_for, fault_reason
+from router.runtime.facts import facts_from_message
+from router.runtime.model import Decision, Facts, Policy
+from router.runtime.records import CrmRecord
+from router.server.store import Live
 
-from router.crm import CrmRecord
-from router.evaluator import evaluate, evaluate_transfer
-from router.facts import facts_from_message
-from router.model import Decision, Facts, Policy
-from router.replies import choose, render, render_bytes
-from router.store import Live
+log = logging.getLogger("router.server.service")
 
-log = logging.getLogger("router.service")
-
-# What a caller hears if even the fallback cannot be rendered (it has no templates to fail,
-# so this is for bugs only): a polite refusal is better than a spoken HTTP error.
-LAST_RESORT = {"error": "Sorry, we can't take your call right now. Please try again shortly."}
 # Time kept back from the deadline to render, log and write the reply.
 MARGIN_S = 0.05
-# Replies a transfer-destination-request can use; the fallback answers one only if it is such.
-TRANSFER_KINDS = ("destination", "error")
 
 
 @dataclass(slots=True)
@@ -116,13 +107,13 @@ def decide_now(
     try:
         facts = base_facts(policy, message)
         t = time.perf_counter_ns()
-        decision: Decision = evaluate_transfer(policy, facts) if transfer else evaluate(policy, facts)
+        decision: Decision = evaluate_for(policy, facts, transfer=transfer)
         eval_ns = time.perf_counter_ns() - t
         needs = decision.needs_crm or (
             decision.target is not None and facts.crm_status is None and live.reads_crm(decision.target)
         )
         if not needs:
-            return _outcome_of(live, facts, decision, None, eval_ns)
+            return _outcome_of(live, facts, decision, None, eval_ns, transfer)
         assert live.crm is not None and facts.caller is not None
         record = live.crm.cached(facts.caller)
         if record is None:
@@ -144,32 +135,26 @@ async def decide(
 
 def _route(live: Live, facts: Facts, record: CrmRecord | None, eval_ns: int, transfer: bool) -> Outcome:
     """Evaluate again on facts that now hold the CRM record, and answer."""
-    policy = live.policy
     t = time.perf_counter_ns()
-    decision = evaluate_transfer(policy, facts) if transfer else evaluate(policy, facts)
+    decision = evaluate_for(live.policy, facts, transfer=transfer)
     eval_ns += time.perf_counter_ns() - t
-    return _outcome_of(live, facts, decision, record, eval_ns)
+    return _outcome_of(live, facts, decision, record, eval_ns, transfer)
 
 
 def _outcome_of(
-    live: Live, facts: Facts, decision: Decision, record: CrmRecord | None, eval_ns: int
+    live: Live, facts: Facts, decision: Decision, record: CrmRecord | None, eval_ns: int, transfer: bool
 ) -> Outcome:
-    route = decision.route.id if decision.route else None
-    target = decision.target
-    if target is None:  # a transfer-destination-request no route takes
-        return _outcome(b"{}", "none", None, None, facts, record, eval_ns, None)
-    leaf = choose(target, facts)
-    # the bytes encoded at compile time, with any ${…} values spliced in
-    body = render_bytes(leaf, facts, route or "default")
-    name = leaf.name or target.name
-    return _outcome(body, leaf.kind, route, name, facts, record, eval_ns, None)
+    rendered = answer_decision(live.policy, facts, decision, transfer=transfer)
+    if rendered[4] is not None:
+        log.warning("routing fell back: %s", rendered[4])
+    return _outcome(rendered, facts, record, eval_ns)
 
 
 def _failed(
     live: Live, facts: Facts | None, record: CrmRecord | None, eval_ns: int, exc: Exception, transfer: bool
 ) -> Outcome:
     # the reason is logged; the caller still gets an answer
-    reason = f"{type(exc).__name__}: {exc}"[:300]
+    reason = fault_reason(exc)
     log.warning("routing fell back: %s", reason)
     return fallback(live, facts, record, eval_ns, reason, transfer=transfer)
 
@@ -183,35 +168,12 @@ def fallback(
     *,
     transfer: bool = False,
 ) -> Outcome:
-    """The fallback target's reply (lenient templates), or LAST_RESORT if even that fails.
-
-    A transfer-destination-request gets the fallback only when it is a destination or an
-    error; an assistant is no answer to it, so it gets `{}` (no transfer) instead."""
-    policy = live.policy
-    try:
-        f = facts or Facts(caller=None, dialled=None, at=datetime.now(UTC))
-        reply, leaf = render(policy.fallback, f, "fallback", lenient=True)
-        if transfer and leaf.kind not in TRANSFER_KINDS:
-            return _outcome(b"{}", "none", None, None, facts, record, eval_ns, reason)
-        body = leaf.prepared if leaf.prepared is not None else orjson.dumps(reply)
-        return _outcome(
-            body, leaf.kind, None, leaf.name or policy.fallback.name, facts, record, eval_ns, reason
-        )
-    except Exception as exc:
-        log.error("fallback target failed too: %s", exc)
-        return _outcome(orjson.dumps(LAST_RESORT), "error", None, None, facts, record, eval_ns, reason)
+    """The fallback target's reply (runtime.decide.answer_fallback): deadline or fault."""
+    return _outcome(answer_fallback(live.policy, facts, reason, transfer=transfer), facts, record, eval_ns)
 
 
-def _outcome(
-    body: bytes,
-    kind: str,
-    route: str | None,
-    target: str | None,
-    facts: Facts | None,
-    record: CrmRecord | None,
-    eval_ns: int,
-    reason: str | None,
-) -> Outcome:
+def _outcome(rendered: Rendered, facts: Facts | None, record: CrmRecord | None, eval_ns: int) -> Outcome:
+    body, kind, route, target, reason = rendered
     return Outcome(
         body=body,
         reply_kind=kind,

@@ -22,14 +22,14 @@ from typing import Any
 
 import orjson
 
-from router.compiler import compile_policy, target_reads_crm, version_of
-from router.crm import CrmClient, FileCrm, HttpCrm
-from router.document import document_from_data
+from router.crm.clients import CrmClient, FileCrm, HttpCrm
 from router.errors import PolicyError
-from router.loader import Loaded, lint_path, lint_texts, read_texts
-from router.model import Policy, Target
+from router.policy.compiler import compile_policy, target_reads_crm, version_of
+from router.policy.document import document_from_data
+from router.policy.loader import Loaded, lint_path, lint_texts, read_texts
+from router.runtime.model import Policy, Target
 
-log = logging.getLogger("router.store")
+log = logging.getLogger("router.server.store")
 _SWITCH_INTERVAL = sys.getswitchinterval()
 CHECK_TIMEOUT_S = 60.0  # a check that takes longer is killed: the reload fails, serving goes on
 CHECK_NICENESS = 10

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from router.store import PolicyStore
+from router.server.store import PolicyStore
 
-log = logging.getLogger("router.watcher")
+log = logging.getLogger("router.server.watcher")
 POLL_S = 0.25  # how often the files are looked at
 DEBOUNCE_MS = 200  # reload once the files have been quiet this long...
 MAX_DELAY_MS = 2000  # ...or this long after the first change, if they never go quiet

@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from router.crm import FileCrm
-from router.document import Document, parse_document
+from router.crm.clients import FileCrm
 from router.errors import PolicyError, did_you_mean
-from router.evaluator import evaluate, evaluate_transfer, explain
-from router.facts import facts_from_call, facts_from_message, parse_time
-from router.model import CRM_STATUSES, Decision, Facts, Policy
-from router.replies import TemplateError, render
+from router.policy.document import Document, parse_document
+from router.runtime.decide import decide
+from router.runtime.facts import facts_from_call, facts_from_message, parse_time
+from router.runtime.model import CRM_STATUSES, Policy
+from router.tools.offline import file_crm, with_offline_crm
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,41 +54,6 @@ def policy_path_for(test_file: Path) -> Path:
     return sibling if sibling.exists() else test_file.parent
 
 
-def _crm_for(policy: Policy) -> FileCrm | None:
-    if policy.crm is not None and policy.crm.file:
-        return FileCrm.from_path(Path(policy.crm.file), region=policy.settings.region)
-    return None
-
-
-def decide(
-    policy: Policy, facts: Facts, *, transfer: bool = False
-) -> tuple[Decision, dict[str, Any] | None, str]:
-    """(decision, reply, target name) with any split followed; reply None for 'no transfer'."""
-    decision = evaluate_transfer(policy, facts) if transfer else evaluate(policy, facts)
-    if decision.target is None:
-        return decision, ({} if transfer else None), ""
-    route = decision.route.id if decision.route else "default"
-    try:
-        reply, leaf = render(decision.target, facts, route)
-    except TemplateError:  # as the server does: the fallback, or for a transfer {} unless it fits
-        reply, leaf = render(policy.fallback, facts, route, lenient=True)
-        if transfer and leaf.kind not in ("destination", "error"):
-            return decision, {}, ""
-    return decision, reply, leaf.name or decision.target.name or ""
-
-
-def explain_data(policy: Policy, facts: Facts, *, transfer: bool = False) -> dict[str, Any]:
-    """The explain answer: decision, reply and one trace step per route tried."""
-    traced = explain(policy, facts, transfer=transfer)
-    decision, reply, target = decide(policy, facts, transfer=transfer)
-    return {
-        "route": decision.route.id if decision.route else None,
-        "target": target or None,
-        "reply": reply,
-        "trace": [{"route": s.route, "matched": s.matched, "reason": s.reason} for s in traced.trace],
-    }
-
-
 def _message_of(data: Any) -> Mapping[str, Any]:
     if isinstance(data, Mapping) and isinstance(data.get("message"), Mapping):
         return data["message"]  # type: ignore[no-any-return]
@@ -119,14 +84,10 @@ def run_case(
             case.get("call", {}), region=region, now=now, crm_enabled=policy.crm is not None
         )
         transfer = bool(case.get("transfer", False))
-    if not crm_given and crm is not None:
-        if facts.caller is None:
-            facts = replace(facts, crm_status="not_found")
-        else:
-            record = crm.get(facts.caller)
-            facts = replace(facts, crm_status=record.status, tags=record.tags, crm=dict(record.fields))
-    decision, reply, target = decide(policy, facts, transfer=transfer)
-    route = decision.route.id if decision.route else None
+    if not crm_given:
+        facts = with_offline_crm(policy, facts, crm)
+    answer = decide(policy, facts, transfer=transfer)
+    route, target, reply = answer.route, answer.target or "", answer.reply
     expect = case.get("expect", {})
     failures = []
     if (
@@ -249,7 +210,7 @@ def run_file(
     problems = [*doc.problems, *_case_problems(doc)]
     if problems:
         return [], problems
-    crm = _crm_for(policy)
+    crm = file_crm(policy)
     now = now or datetime.now(UTC)
     results = []
     for i, case in enumerate(doc.data["cases"]):

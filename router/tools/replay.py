@@ -10,16 +10,16 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from router import phone
-from router.cases import decide
-from router.crm import FileCrm
-from router.facts import facts_from_message
-from router.model import Facts, Policy
+from router.runtime import phone
+from router.runtime.decide import decide
+from router.runtime.facts import facts_from_message
+from router.runtime.model import Facts, Policy
+from router.tools.offline import file_crm, with_offline_crm
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,25 +67,14 @@ def read_requests(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | str]]:
 class _Decider:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
-        crm = policy.crm
-        self.crm = (
-            FileCrm.from_path(Path(crm.file), region=policy.settings.region) if crm and crm.file else None
-        )
-
-    def facts(self, message: Mapping[str, Any]) -> Facts:
-        p = self.policy
-        facts = facts_from_message(message, region=p.settings.region, now=datetime.now(UTC))
-        if p.crm is None:
-            return replace(facts, crm_status="disabled")
-        if facts.caller is None or self.crm is None:
-            return replace(facts, crm_status="not_found")
-        record = self.crm.get(facts.caller)
-        return replace(facts, crm_status=record.status, tags=record.tags, crm=dict(record.fields))
+        self.crm = file_crm(policy)
 
     def decide(self, message: Mapping[str, Any]) -> tuple[str, str, Facts]:
-        facts = self.facts(message)
-        decision, _, target = decide(self.policy, facts)
-        return (decision.route.id if decision.route else "default"), target or "(inline)", facts
+        p = self.policy
+        facts = facts_from_message(message, region=p.settings.region, now=datetime.now(UTC))
+        facts = with_offline_crm(p, facts, self.crm)
+        answer = decide(p, facts)
+        return answer.route or "default", answer.target or "(inline)", facts
 
 
 def replay(policy: Policy, requests: Path, against: Policy | None = None) -> ReplayReport:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from router.cases import CaseResult
 from router.errors import PolicyError
+from router.tools.cases import CaseResult
 
 
 def problems_text(problems: Sequence[PolicyError]) -> str:

@@ -1,0 +1,1 @@
+"""Policy text -> Policy: YAML documents, the JSON Schema, semantic checks, the compiler, loading."""

@@ -1,0 +1,1 @@
+"""The pure run-time stage: facts, the compiled policy types, evaluation, replies, schedules."""

@@ -1,0 +1,1 @@
+"""Offline tools over a compiled policy: test cases, replay, reports."""
