@@ -39,6 +39,8 @@ test-latest: system-deps
 	$(PY) -m venv .venv-latest
 	.venv-latest/bin/pip install -q --upgrade -e '.[dev]'
 	.venv-latest/bin/pip freeze --exclude-editable | sed 's/^/  latest: /'
+	.venv-latest/bin/pytest tests/test_uvicorn_adapter.py tests/test_http_wire.py || { \
+		echo "!!! router/server/uvicorn_adapter.py needs work for the newest uvicorn (see its docstring)"; exit 1; }
 	.venv-latest/bin/pytest
 
 lint: $(STAMP)

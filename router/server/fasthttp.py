@@ -34,10 +34,10 @@ from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from router.server.app import RouterApp, Server
 from router.server.http import MAX_BODY, TOO_LARGE, send_json, too_large
+from router.server.uvicorn_adapter import STATUS_LINE, HttpToolsProtocol, start_cycle, start_pipelined
 
 _JSON_HEADERS = b"content-type: application/json\r\n"
 # struct tcp_info (linux/tcp.h): 8 one-byte fields, then u32s from rto on;
@@ -196,9 +196,7 @@ class WebhookProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         self.flow.resume_reading()
-        if self.pipeline:
-            cycle, app = self.pipeline.pop()
-            self._start_asgi_task(cycle, app)
+        if start_pipelined(self):
             return
         self._idle_since = now = self.loop.time()
         if self._idle_timer is None:
@@ -370,24 +368,11 @@ class WebhookProtocol(HttpToolsProtocol):
         scope = self.scope
         raw_path, _, query = self.url.partition(b"?")
         scope["path"], scope["raw_path"], scope["query_string"] = raw_path.decode("ascii"), raw_path, query
-        cycle = RequestResponseCycle(
-            scope=scope,
-            transport=self.transport,
-            flow=self.flow,
-            logger=self.logger,
-            access_logger=self.access_logger,
-            access_log=self.access_log,
-            default_headers=self.server_state.default_headers,
-            message_event=asyncio.Event(),
-            expect_100_continue=False,
-            keep_alive=self._keep_alive,
-            on_response=self.on_response_complete,
-        )
-        cycle.more_body = False
-        self.cycle = cycle
 
         async def reply(scope: Scope, receive: Receive, send: Send) -> None:
             status, body = await answer
             await send_json(send, body, status)
 
-        self._start_asgi_task(cycle, reply)  # type: ignore[arg-type]  # Starlette's ASGI types
+        start_cycle(
+            self, scope, keep_alive=self._keep_alive, on_response=self.on_response_complete, app=reply
+        )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from router.server.auth import AuthConfig, AuthConfigError
 from router.server.capture import Capture
 from router.server.decisionlog import DecisionLog
 from router.server.store import PolicyStore
+from router.server.uvicorn_adapter import run_workers
 from router.server.watcher import install_sighup, watch
 from router.tools.report import problems_text
 
@@ -160,18 +160,12 @@ def _supervise_workers(config: uvicorn.Config) -> None:
     place, as one worker does: each keeps its last good policy if the new one is invalid.
     uvicorn's own SIGHUP replaces the workers, and a fresh worker has no good policy to keep:
     after an invalid edit it would answer every call with "no policy is loaded"."""
-    from uvicorn.supervisors.multiprocess import Multiprocess
 
-    class Workers(Multiprocess):
-        def handle_hup(self) -> None:
-            log.info("SIGHUP: every worker reloads its policy")
-            for process in self.processes:
-                if process.pid is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(process.pid, signal.SIGHUP)
+    def reload_every_worker(processes: list[Any]) -> None:
+        log.info("SIGHUP: every worker reloads its policy")
+        for process in processes:
+            if process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGHUP)
 
-    sockets = [config.bind_socket()]
-    if "target" in inspect.signature(Multiprocess.__init__).parameters:  # older uvicorn
-        Workers(config, target=uvicorn.Server(config).run, sockets=sockets).run()  # type: ignore[call-arg]
-    else:
-        Workers(config, sockets=sockets).run()
+    run_workers(config, reload_every_worker)
