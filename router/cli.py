@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from router import report
+from router import phone, report
 from router.cases import CaseResult, case_files, explain_data, policy_path_for, run_file, uncovered
 from router.crm import FileCrm
 from router.errors import PolicyError
@@ -196,6 +196,37 @@ def cmd_hours(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_map(args: argparse.Namespace) -> int:
+    from router.calendar import map_html, map_svg, map_text, week_map
+
+    loaded = _load_or_print(Path(args.path))
+    if loaded.policy is None:
+        return 1
+    region = loaded.policy.settings.region
+    dialled = phone.normalise(args.dialled, region)
+    if dialled is None:
+        print(f"vapi-router map: --dialled wants a phone number, got {args.dialled!r}", file=sys.stderr)
+        return 2
+    caller = None
+    if args.caller not in (None, "anonymous"):
+        caller = phone.normalise(args.caller, region)
+        if caller is None:
+            print(f"vapi-router map: --caller wants a phone number, got {args.caller!r}", file=sys.stderr)
+            return 2
+    if args.days < 1 or args.days > 62:
+        print(f"vapi-router map: --days wants 1 to 62 days, got {args.days}", file=sys.stderr)
+        return 2
+    try:
+        start = date.fromisoformat(args.start) if args.start else datetime.now(UTC).date()
+    except ValueError:
+        print(f"vapi-router map: --from wants YYYY-MM-DD, got {args.start!r}", file=sys.stderr)
+        return 2
+    anonymous = args.caller == "anonymous"
+    m = week_map(loaded.policy, dialled, start, args.days, caller=caller, anonymous=anonymous)
+    print({"text": map_text, "html": map_html, "svg": map_svg}[args.format](m))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from router.serve import ServeOptions, run  # the server's imports are not needed for lint/test
 
@@ -285,6 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="start", metavar="DATE")
     p.add_argument("--days", type=int, default=7)
     p.set_defaults(func=cmd_hours)
+
+    p = sub.add_parser("map", help="who answers when: a week of 15-minute cells coloured by target")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--dialled", required=True, metavar="N")
+    p.add_argument("--from", dest="start", metavar="DATE", help="first day, YYYY-MM-DD (default: today, UTC)")
+    p.add_argument("--days", type=int, default=7)
+    p.add_argument("--format", choices=("text", "html", "svg"), default="text")
+    p.add_argument("--caller", metavar="N", help="decide for this caller (or 'anonymous')")
+    p.set_defaults(func=cmd_map)
 
     p = sub.add_parser("serve", help="the webhook server")
     p.add_argument("path", metavar="PATH")
