@@ -126,7 +126,7 @@ _FIELDS = ("caller", "dialled", "at", "tags", "crm", "crm_status", "variables", 
 
 def _pairs(text: str) -> dict[str, str] | str:
     out: dict[str, str] = {}
-    for line in text.replace(";", "\n").splitlines():
+    for line in text.splitlines():
         if not line.strip():
             continue
         key, sep, value = line.partition("=")
