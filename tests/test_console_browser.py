@@ -98,7 +98,8 @@ def log_in(driver: WebDriver, srv: Subprocess, token: str) -> None:
 def test_the_console_in_chromium(browser: WebDriver, srv: Subprocess) -> None:
     d = browser
     with srv.client() as client:
-        for caller, call_id in (("+14155550142", "vip-call"), ("+15550000001", SCRIPT), ("+14155550143", "c3")):
+        calls = (("+14155550142", "vip-call"), ("+15550000001", SCRIPT), ("+14155550143", "c3"))
+        for caller, call_id in calls:
             message = {
                 "type": "assistant-request",
                 "timestamp": "2026-11-23T15:30:00Z",
