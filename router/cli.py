@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 from router.errors import PolicyError
 from router.policy.loader import Loaded, lint_path, policy_files
 from router.policy.schema import policy_schema
+from router.runtime import phone
 from router.runtime.decide import explain_answer
 from router.runtime.facts import facts_from_call, facts_from_message, parse_time
 from router.runtime.model import Facts, Policy
@@ -193,6 +194,37 @@ def cmd_hours(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_map(args: argparse.Namespace) -> int:
+    from router.tools.calendar import map_html, map_svg, map_text, week_map
+
+    loaded = _load_or_print(Path(args.path))
+    if loaded.policy is None:
+        return 1
+    region = loaded.policy.settings.region
+    dialled = phone.normalise(args.dialled, region)
+    if dialled is None:
+        print(f"vapi-router map: --dialled wants a phone number, got {args.dialled!r}", file=sys.stderr)
+        return 2
+    caller = None
+    if args.caller not in (None, "anonymous"):
+        caller = phone.normalise(args.caller, region)
+        if caller is None:
+            print(f"vapi-router map: --caller wants a phone number, got {args.caller!r}", file=sys.stderr)
+            return 2
+    if args.days < 1 or args.days > 62:
+        print(f"vapi-router map: --days wants 1 to 62 days, got {args.days}", file=sys.stderr)
+        return 2
+    try:
+        start = date.fromisoformat(args.start) if args.start else datetime.now(UTC).date()
+    except ValueError:
+        print(f"vapi-router map: --from wants YYYY-MM-DD, got {args.start!r}", file=sys.stderr)
+        return 2
+    anonymous = args.caller == "anonymous"
+    m = week_map(loaded.policy, dialled, start, args.days, caller=caller, anonymous=anonymous)
+    print({"text": map_text, "html": map_html, "svg": map_svg}[args.format](m))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from router.server.serve import ServeOptions, run  # the server's imports are not needed for lint/test
 
@@ -282,6 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="start", metavar="DATE")
     p.add_argument("--days", type=int, default=7)
     p.set_defaults(func=cmd_hours)
+
+    p = sub.add_parser("map", help="who answers when: a week of 15-minute cells coloured by target")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--dialled", required=True, metavar="N")
+    p.add_argument("--from", dest="start", metavar="DATE", help="first day, YYYY-MM-DD (default: today, UTC)")
+    p.add_argument("--days", type=int, default=7)
+    p.add_argument("--format", choices=("text", "html", "svg"), default="text")
+    p.add_argument("--caller", metavar="N", help="decide for this caller (or 'anonymous')")
+    p.set_defaults(func=cmd_map)
 
     p = sub.add_parser("serve", help="the webhook server")
     p.add_argument("path", metavar="PATH")

@@ -156,6 +156,30 @@ GOLDEN = [
     pytest.param(
         "hours-thanksgiving", ["hours", "policies", "office", "--from", "2026-11-23"], 0, id="hours-main"
     ),
+    pytest.param(
+        "map-christmas",
+        ["map", "policies", "--dialled", "+1 650 555 0117", "--from", "2026-12-21"],
+        0,
+        id="map-text-closures-holidays-special",
+    ),
+    pytest.param(
+        "map-christmas-svg",
+        ["map", "policies", "--dialled", "+16505550117", "--from", "2026-12-21", "--format", "svg"],
+        0,
+        id="map-svg",
+    ),
+    pytest.param(
+        "map-html",
+        ["map", OFFICE, "--dialled", "+16505550117", "--from", "2026-11-23", "--days", "2", "--format=html"],
+        0,
+        id="map-html",
+    ),
+    pytest.param(
+        "map-anonymous",
+        ["map", "policies", "--dialled", "+16505550199", "--caller", "anonymous", "--from", "2026-11-28"],
+        0,
+        id="map-anonymous-spanish-line",
+    ),
 ]
 
 
@@ -317,6 +341,11 @@ def test_lint_a_missing_path_says_so(capsys: pytest.CaptureFixture[str]) -> None
         pytest.param(["hours", OFFICE, "ofice"], id="hours-unknown-schedule"),
         pytest.param(["hours", OFFICE, "office", "--from", "21/12/2026"], id="hours-bad-date"),
         pytest.param(["hours", OFFICE, "office", "--days", "0"], id="hours-no-days"),
+        pytest.param(["map", OFFICE], id="map-without-dialled"),
+        pytest.param(["map", OFFICE, "--dialled", "call me"], id="map-bad-dialled"),
+        pytest.param(["map", OFFICE, "--dialled", "+16505550117", "--from", "21/12/2026"], id="map-bad-date"),
+        pytest.param(["map", OFFICE, "--dialled", "+16505550117", "--days", "0"], id="map-no-days"),
+        pytest.param(["map", OFFICE, "--dialled", "+16505550117", "--format", "png"], id="map-bad-format"),
         pytest.param(["hours", OFFICE, "office", "--days", "many"], id="hours-days-not-a-number"),
         pytest.param(["schema", "extra"], id="schema-with-argument"),
     ],

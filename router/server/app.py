@@ -28,8 +28,10 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from router.runtime import phone
+from router.server.activity import Activity
 from router.server.auth import AuthConfig, verify_admin, verify_webhook
 from router.server.capture import Capture
+from router.server.console import console_routes
 from router.server.decisionlog import DecisionLog, timestamp
 from router.server.explainapi import explain_request, resolve_request
 from router.server.http import (
@@ -228,16 +230,16 @@ class Server:
             live_route, shadow_route = live_outcome.route or "default", other.route or "default"
             self.metrics.shadow_diffs.labels(live_route, shadow_route).inc()
             log.info("shadow differs: live %s, shadow %s", live_route, shadow_route)
-            self.decision_log.write(
-                {
-                    "time": timestamp(),
-                    "shadow_diff": True,
-                    "call_id": _call_id(message),
-                    "live_route": live_route,
-                    "shadow_route": shadow_route,
-                    "shadow_version": self.shadow.live.policy.version,
-                }
-            )
+            diff = {
+                "time": timestamp(),
+                "shadow_diff": True,
+                "call_id": _call_id(message),
+                "live_route": live_route,
+                "shadow_route": shadow_route,
+                "shadow_version": self.shadow.live.policy.version,
+            }
+            self.decision_log.write(diff)
+            self.activity.shadow.append(diff)
 
     def _record(
         self, kind: str, call_id: str | None, o: Outcome, version: str, elapsed: float, stamp: str
@@ -255,24 +257,24 @@ class Server:
             record.ms / 1000 if record is not None else 0.0,
         )
         facts = o.facts
-        self.decision_log.write(
-            {
-                "time": stamp,
-                "call_id": call_id,
-                "type": kind,
-                "route": o.route or ("default" if kind == "assistant-request" else None),
-                "target": o.target,
-                "reply": o.reply_kind,
-                "policy": version,
-                "crm_status": o.crm_status,
-                "crm_ms": round(o.crm_ms, 2) if o.crm_ms else 0.0,
-                "eval_us": round(o.eval_us, 1),
-                "total_ms": round(elapsed * 1000, 3),
-                "fallback_reason": o.fallback_reason,
-                "caller": phone.mask(facts.caller if facts else None),
-                "dialled": phone.mask(facts.dialled if facts else None),
-            }
-        )
+        line = {
+            "time": stamp,
+            "call_id": call_id,
+            "type": kind,
+            "route": o.route or ("default" if kind == "assistant-request" else None),
+            "target": o.target,
+            "reply": o.reply_kind,
+            "policy": version,
+            "crm_status": o.crm_status,
+            "crm_ms": round(o.crm_ms, 2) if o.crm_ms else 0.0,
+            "eval_us": round(o.eval_us, 1),
+            "total_ms": round(elapsed * 1000, 3),
+            "fallback_reason": o.fallback_reason,
+            "caller": phone.mask(facts.caller if facts else None),
+            "dialled": phone.mask(facts.dialled if facts else None),
+        }
+        self.decision_log.write(line)
+        self.activity.recent.append((outcome, line))  # the console's ring: one bounded append
 
     # ------------------------------------------------------------ health and admin
 
@@ -356,6 +358,7 @@ class Server:
 
     startup_hooks: list[Callable[[Server], Any]] = field(default_factory=list)
     workers: int = 1
+    activity: Activity = field(default_factory=Activity)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     # (kind, call id, outcome, policy version, seconds): answered, not yet in metrics or the log
     _unrecorded: list[tuple[str, str | None, Outcome, str, float]] = field(default_factory=list)
@@ -381,6 +384,7 @@ def create_app(server: Server, *, path: str = "/webhook/vapi") -> Starlette:
         Route("/-/reload", server.reload, methods=["POST"]),
         Route("/v1/explain", server.explain, methods=["POST"]),
         Route("/v1/resolve", server.resolve, methods=["POST"]),
+        *console_routes(server),
     ]
     app = RouterApp(routes=routes, lifespan=server.lifespan)
     app.webhook_path, app.webhook_endpoint = path, webhook

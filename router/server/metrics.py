@@ -17,6 +17,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from router.server.activity import Hits
+
 # Decisions take microseconds, requests a millisecond or so; CRM lookups up to the deadline.
 # *_created series double the output for no use in dashboards.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -118,6 +120,7 @@ class Metrics:
         self._decision_tally = _Tally(self.decision_seconds, _FAST)
         self._request_tally = _Tally(self.request_seconds, _SLOW)
         self._crm_tally = _Tally(self.crm_seconds, _SLOW)
+        self.hits = Hits()  # the console's per-route counts, fed by flush() (not per call)
 
     def answered(
         self, route: str, outcome: str, eval_s: float, request_s: float, crm: str | None, crm_s: float
@@ -136,6 +139,8 @@ class Metrics:
     def flush(self) -> None:
         """Publish what answered() counted to prometheus-client (and the multiprocess files)."""
         decided, self._decided = self._decided, {}
+        if decided:
+            self.hits.add(decided, time.time())
         for (route, outcome), n in decided.items():
             self.decisions.labels(route, outcome).inc(n)
         looked_up, self._looked_up = self._looked_up, {}
