@@ -157,7 +157,8 @@ def test_country_and_type_of_a_shared_calling_code() -> None:
     assert phonetables.region_of("+16135550123") == "CA"
     assert phonetables.region_of("+12684601234") == "AG"
     assert phonetables.region_of("+441481256789") == "GG"
-    assert phonetables.region_of("+11995550123") == "ZZ"
+    assert phonetables.region_of("+12005550123") == "ZZ"  # area code 200: no region
+    assert phonetables.region_of("+11995550123") is None  # national prefix 1: parse may strip it
     assert phonetables.type_of("+18005550199") == "toll_free"
     assert phonetables.type_of("+447400123456") == "mobile"
     assert phonetables.region_of("+80012345678") == "001"
