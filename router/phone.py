@@ -45,13 +45,18 @@ def normalise(text: str, region: str | None = None) -> str | None:
     """E.164 for a possible number ('+14155550142'), else None (anonymous or garbage)."""
     if len(text) > _MAX_TEXT:  # before the cache: it must not keep megabytes of garbage alive
         return None
-    # Nearly every caller arrives as E.164: string operations and tables decide it in about
-    # a microsecond, where a first parse costs tens (DESIGN §15). The rest asks phonenumbers.
-    return phonetables.e164_of(text) or _normalise(text, region)
+    return _normalise(text, region)
 
 
 @lru_cache(maxsize=65536)
 def _normalise(text: str, region: str | None) -> str | None:
+    # Nearly every caller arrives as E.164: string operations and tables decide it in about
+    # a microsecond, where a first parse costs tens (DESIGN §15). The rest asks phonenumbers.
+    return phonetables.e164_of(text) or parsed_e164(text, region)
+
+
+def parsed_e164(text: str, region: str | None) -> str | None:
+    """normalise by phonenumbers alone, uncached: the fallback, and the reference in tests."""
     number = _parse(text, region)
     if number is None or not phonenumbers.is_possible_number(number):
         return None

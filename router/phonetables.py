@@ -118,6 +118,9 @@ class CallingCode:
     possible: frozenset[int]  # national-number lengths phonenumbers.is_possible_number accepts
     national_prefix: re.Pattern[str] | None  # the main region's national_prefix_for_parsing
     transforms: bool  # the main region has a national_prefix_transform_rule
+    general_pattern: re.Pattern[str] | None  # the main region's general national number pattern
+    # lengths that pass parse's test after stripping a national prefix (possible, or too long)
+    strippable: frozenset[int]
     regions: tuple[_Region, ...]  # in phonenumbers' order; the first is the main region
 
     def region_of(self, nsn: str) -> str:
@@ -141,16 +144,29 @@ class CallingCode:
                 return r.kinds.of(nsn)
         return "unknown"  # no region: phonenumbers finds no metadata
 
-    def keeps(self, nsn: str) -> bool:
-        """Whether parse keeps the national number as written: its national prefix for parsing
-        does not match, or matches nothing and has no transform to apply."""
+    def national(self, nsn: str) -> str | None:
+        """The national number parse keeps of the digits after the calling code: without the
+        national prefix for parsing when phonenumbers would strip it (the same tests as its
+        _maybe_strip_national_prefix_carrier_code, then the length test), None when a
+        transform rule applies (undecided)."""
         if self.national_prefix is None or not nsn:
-            return True
+            return nsn
         found = self.national_prefix.match(nsn)
         if found is None:
-            return True
+            return nsn
         groups = found.groups()
-        return found.end() == 0 and (not self.transforms or (bool(groups) and groups[-1] is None))
+        if self.transforms and (not groups or groups[-1] is not None):
+            return None
+        rest = nsn[found.end() :]
+        general = self.general_pattern
+        if general is not None and general.fullmatch(nsn) and not general.fullmatch(rest):
+            return nsn  # the number was viable and would not be without the prefix
+        return rest if len(rest) in self.strippable else nsn
+
+
+_V = phonenumbers.ValidationResult
+_POSSIBLE = frozenset({_V.IS_POSSIBLE, _V.IS_POSSIBLE_LOCAL_ONLY})  # is_possible_number's test
+_NOT_STRIPPED = frozenset({_V.TOO_SHORT, _V.IS_POSSIBLE_LOCAL_ONLY, _V.INVALID_LENGTH})  # parse's
 
 
 def _metadata(cc: int, region: str) -> PhoneMetadata | None:
@@ -171,17 +187,22 @@ def _build(cc: int) -> CallingCode | None:
         regions.append(_Region(code, re.compile(digits) if digits else None, _Kinds(metadata)))
     main = _metadata(cc, COUNTRY_CODE_TO_REGION_CODE[cc][0])
     assert main is not None
-    possible = frozenset(
-        n
-        for n in range(_MIN_NSN, _MAX_NSN + 1)
-        if phonenumbers.is_possible_number(phonenumbers.PhoneNumber(country_code=cc, national_number=int("9" * n)))
-    )
+    reasons = {
+        n: phonenumbers.is_possible_number_with_reason(
+            phonenumbers.PhoneNumber(country_code=cc, national_number=int("9" * n))
+        )
+        for n in range(1, _MAX_NSN + 2)
+    }
+    possible = frozenset(n for n, r in reasons.items() if r in _POSSIBLE and _MIN_NSN <= n <= _MAX_NSN)
     prefix = main.national_prefix_for_parsing
+    general = main.general_desc.national_number_pattern if main.general_desc is not None else None
     return CallingCode(
         code=str(cc),
         possible=possible,
         national_prefix=re.compile(prefix) if prefix else None,
         transforms=bool(main.national_prefix_transform_rule),
+        general_pattern=re.compile(general) if general else None,
+        strippable=frozenset(n for n, r in reasons.items() if r not in _NOT_STRIPPED),
         regions=tuple(regions),
     )
 
@@ -202,16 +223,20 @@ def calling_code(code: str) -> CallingCode | None:
 
 def split(digits: str) -> tuple[CallingCode, str] | None:
     """`digits` (after the +, ASCII digits only) -> (calling code, national number) as parse
-    finds them, or None when undecided."""
+    finds them, or None when undecided. Parse checks the length before it strips a national
+    prefix and, here, after too: a stripped number shorter than 2 digits is left undecided."""
     if digits[:1] == "0":
         return None
     for i in (1, 2, 3):
         if digits[:i] in _CODES:
             table = calling_code(digits[:i])
             nsn = digits[i:]
-            if table is None or not _MIN_NSN <= len(nsn) <= _MAX_NSN or not table.keeps(nsn):
+            if table is None or not _MIN_NSN <= len(nsn) <= _MAX_NSN:
                 return None
-            return table, nsn
+            national = table.national(nsn)
+            if national is None or not _MIN_NSN <= len(national) <= _MAX_NSN:
+                return None
+            return table, national
     return None
 
 
@@ -241,7 +266,7 @@ def e164_of(text: str) -> str | None:
     found = split(digits)
     if found is None or len(found[1]) not in found[0].possible:
         return None
-    return "+" + digits
+    return "+" + found[0].code + found[1]
 
 
 def region_of(e164: str) -> str | None:
