@@ -88,6 +88,13 @@ def type_of(e164: str) -> str:
     return _TYPE_NAMES.get(phonenumbers.number_type(number), "unknown")
 
 
+def clear_caches() -> None:
+    """Forget every number seen (benchmarks of first-time callers)."""
+    _normalise.cache_clear()
+    country_of.cache_clear()
+    type_of.cache_clear()
+
+
 def is_country(code: str) -> bool:
     """Whether `code` is a region phonenumbers knows (ISO 3166 alpha-2)."""
     return code in phonenumbers.SUPPORTED_REGIONS

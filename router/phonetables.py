@@ -48,7 +48,9 @@ class _Desc:
     pattern: str
 
     def matches(self, nsn: str) -> bool:
-        return (not self.lengths or len(nsn) in self.lengths) and _compiled(self.pattern).fullmatch(nsn) is not None
+        return (not self.lengths or len(nsn) in self.lengths) and _compiled(self.pattern).fullmatch(
+            nsn
+        ) is not None
 
 
 _PATTERNS: dict[str, re.Pattern[str]] = {}
@@ -84,7 +86,9 @@ class _Kinds:
 
     def _joined(self, length: int) -> re.Pattern[str] | None:
         if length not in self._by_length:
-            fit = [f"(?P<{name}>{d.pattern})" for name, d in self._typed if not d.lengths or length in d.lengths]
+            fit = [
+                f"(?P<{name}>{d.pattern})" for name, d in self._typed if not d.lengths or length in d.lengths
+            ]
             self._by_length[length] = re.compile("|".join(fit)) if fit else None
         return self._by_length[length]
 

@@ -127,7 +127,9 @@ def test_fast_path_agrees_with_phonenumbers_on_a_random_sample() -> None:
             placed += 1
             want_region, want_type = _reference_place(number)
             if (fast_region, fast_type) != (want_region or phonetables.UNKNOWN_REGION, want_type):
-                mismatches.append(f"{number}: {fast_region}/{fast_type}, phonenumbers: {want_region}/{want_type}")
+                mismatches.append(
+                    f"{number}: {fast_region}/{fast_type}, phonenumbers: {want_region}/{want_type}"
+                )
     assert not mismatches, f"{len(mismatches)} mismatches, first: {mismatches[:10]}"
     # the fast path must be the common road, not a rare one
     assert decided > SAMPLE * 0.3, decided
