@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from bench import Row, log, percentile
-from bench.gen import facts_of, generate_calls, generate_policy
+from bench.gen import Call, facts_of, generate_calls, generate_policy
 from router.policy.compiler import compile_policy
 from router.policy.loader import lint_texts
 from router.runtime import phone
@@ -63,23 +63,35 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def cold_caller_ns(policy: Policy, facts: Sequence[Facts]) -> list[float]:
-    """Per call, once, with the caller's country unknown to phone.country_of's cache: the
-    first call from a number, in a policy with caller-country routes."""
-    out = []
+def new_caller_ns(
+    policy: Policy, calls: Sequence[Call], facts: Sequence[Facts], *, rounds: int
+) -> list[float]:
+    """Per call, the median over `rounds` of one shot at normalise(caller) + normalise(dialled)
+    + evaluate, with the number caches emptied before each round: every caller never seen
+    (the dialled lines, a few, are warmed again). Country and type are computed when, and
+    only when, the policy asks."""
+    out: list[list[float]] = [[] for _ in facts]
     clock = time.perf_counter_ns
+    normalise = phone.normalise
     enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for f in facts:
-            phone.country_of.cache_clear()
-            t0 = clock()
-            evaluate(policy, f)
-            out.append(float(clock() - t0))
-    finally:
-        if enabled:
-            gc.enable()
-    return out
+    for _ in range(rounds):
+        phone.clear_caches()
+        for c in calls:
+            if c.dialled:
+                normalise(c.dialled)
+        gc.disable()
+        try:
+            for i, (c, f) in enumerate(zip(calls, facts, strict=True)):
+                caller, dialled = c.caller or "", c.dialled or ""
+                t0 = clock()
+                normalise(caller)
+                normalise(dialled)
+                evaluate(policy, f)
+                out[i].append(float(clock() - t0))
+        finally:
+            if enabled:
+                gc.enable()
+    return [statistics.median(m) for m in out]
 
 
 def bench_size(routes: int) -> list[Row]:
@@ -109,7 +121,8 @@ def bench_size(routes: int) -> list[Row]:
     log(f"  {routes} routes: timing evaluate_linear")
     linear = per_call_ns(evaluate_linear, policy, facts, batches=BATCHES if routes <= 1000 else 3)
 
-    cold = cold_caller_ns(policy, facts) if policy.index.caller_country else []
+    log(f"  {routes} routes: timing never-seen callers")
+    fresh = new_caller_ns(policy, calls, facts, rounds=BATCHES)
     i_med, l_med = statistics.median(indexed), statistics.median(linear)
     i_p99, l_p99 = percentile(indexed, 99), percentile(linear, 99)
     case = f"{routes:,} routes"
@@ -138,17 +151,13 @@ def bench_size(routes: int) -> list[Row]:
             "p99 µs: indexed / linear (speed-up)",
             f"{_us(i_p99)} / {_us(l_p99)} (×{l_p99 / i_p99:.1f})",
         ),
-        *(
-            [
-                Row(
-                    "decision",
-                    case,
-                    "median µs indexed, caller never seen (country lookup; one shot each)",
-                    _us(statistics.median(cold)),
-                )
-            ]
-            if cold
-            else []
+        Row(
+            "decision",
+            case,
+            "median / p99 µs indexed, every caller never seen (normalise + country + evaluate)",
+            f"{_us(statistics.median(fresh))} / {_us(percentile(fresh, 99))}",
+            f"median ≤ {TARGET_US:g}",
+            statistics.median(fresh) <= TARGET_US * 1000,
         ),
     ]
 

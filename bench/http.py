@@ -36,6 +36,7 @@ import orjson
 
 from bench import Row, clean_env, log, stop_process
 from bench.gen import START, Call, generate_calls, generate_policy, message_of
+from bench.loadgen import FRESH_MARK
 from router.runtime.phone import normalise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,6 +131,15 @@ def bundled_calls(count: int, *, seed: int = 3) -> list[Call]:
             )
         )
     return calls
+
+
+def fresh_call(call: Call) -> Call:
+    """The call with its caller's last six digits left for the loadgen to fill from its counter
+    (--fresh-callers): a caller the server has never seen, on every request. A caller-prefix
+    route longer than the digits kept is missed more often than with `call`."""
+    if call.caller is None or len(call.caller) < 9:
+        return call
+    return replace(call, caller=call.caller[:-6] + FRESH_MARK.decode())
 
 
 def write_bodies(path: Path, calls: Sequence[Call]) -> Path:
@@ -300,11 +310,14 @@ def load(
     warmup: float = WARMUP_S,
     keep_bodies: int = 0,
     grace: float = 10.0,
+    fresh_callers: int | None = None,
 ) -> dict[str, Any]:
     """One loadgen run against a server; its summary plus the server's CPU µs per request."""
     argv = [sys.executable, "-m", "bench.loadgen", "--port", str(server.port), "--bodies", str(bodies)]
     argv += ["-c", str(connections), "-d", str(duration), "-w", str(warmup), "--grace", str(grace)]
     argv += ["--keep-bodies", str(keep_bodies)]
+    if fresh_callers is not None:
+        argv += ["--fresh-callers", str(fresh_callers)]
     for k, v in HEADERS:
         argv += ["-H", f"{k}: {v}"]
     before = server.cpu()
@@ -336,15 +349,24 @@ class _Subject:
     server: Served
     bodies: Path
     runs: dict[tuple[int, int], list[dict[str, Any]]] = field(default_factory=dict)
+    fresh: int | None = None  # new callers: where the loadgen's caller counter goes on from
+
+    def load(self, *, connections: int, duration: float = DURATION_S) -> dict[str, Any]:
+        r = load(
+            self.server, self.bodies, connections=connections, duration=duration, fresh_callers=self.fresh
+        )
+        if self.fresh is not None:
+            self.fresh = r["fresh_next"]
+        return r
 
 
 def _alternate(subjects: Sequence[_Subject], workers: int, connections: int, rounds: int) -> None:
     for s in subjects:  # warm-up: imports, caches, the first CRM lookups, both workers
-        load(s.server, s.bodies, connections=connections, duration=1.0)
+        s.load(connections=connections, duration=1.0)
     for i in range(rounds):
         order = subjects if i % 2 == 0 else [subjects[0], *reversed(subjects[1:])]
         for s in order:
-            r = load(s.server, s.bodies, connections=connections)
+            r = s.load(connections=connections)
             s.runs.setdefault((workers, connections), []).append(r)
             log(
                 f"    {s.label:<24} {workers}w {connections:>2}c: {r['rps']:>7,.0f} req/s  "
@@ -437,6 +459,7 @@ def run(
         bundled_bodies = write_bodies(directory / "bundled.jsonl", bundled_calls(CALLS))
         gen_dir, gen_calls = generated_policy_dir(directory / "gen1000", 1_000)
         gen_bodies = write_bodies(directory / "gen1000.jsonl", gen_calls)
+        fresh_bodies = write_bodies(directory / "fresh1000.jsonl", [fresh_call(c) for c in gen_calls])
         size = statistics.mean(len(b) for b in bundled_bodies.read_bytes().splitlines())
         log(f"  bodies: {CALLS} calls per policy, {size:.0f} bytes on average")
         rows += _ceiling(directory, bundled_bodies)
@@ -460,6 +483,14 @@ def run(
                         "1,000 generated routes",
                         stack.enter_context(serving(router_server(f"gen{n}", gen_dir, directory, workers=n))),
                         gen_bodies,
+                    ),
+                    _Subject(
+                        "1,000 routes, every caller new",
+                        stack.enter_context(
+                            serving(router_server(f"fresh{n}", gen_dir, directory, workers=n))
+                        ),
+                        fresh_bodies,
+                        fresh=0,
                     ),
                 ]
                 footprint = [(s.label, s.server.ready_s, _rss_mib(s.server)) for s in subjects]

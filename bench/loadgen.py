@@ -11,6 +11,11 @@ the end are awaited (up to --grace seconds) so that slow replies are measured, n
     python -m bench.loadgen --port 8000 --path /webhook/vapi --bodies bodies.jsonl \\
         -c 32 -d 5 -H 'x-vapi-secret: s3cret'
 
+With --fresh-callers N, every `######` in a body becomes six digits of a counter that starts
+at N and steps once per request (so every call comes from a caller the server has not seen,
+as long as N carries on from the previous run against that server); `fresh_next` reports
+where the counter stopped.
+
 prints one JSON object: requests, rps, p50/p90/p99/max latency in µs, the five slowest
 replies with the time they were sent, statuses, errors,
 the distinct reply bodies seen (the first `--keep-bodies`, with counts) and CPU µs/request.
@@ -31,6 +36,7 @@ from typing import Any, cast
 
 _HEAD_END = b"\r\n\r\n"
 _LENGTH = b"\r\ncontent-length:"
+FRESH_MARK = b"######"
 
 
 def build_requests(
@@ -65,6 +71,9 @@ class _Run:
         self.errors: Counter[str] = Counter()
         self.open = 0
         self.finished: asyncio.Future[None] | None = None
+        # --fresh-callers: each request cut at its FRESH_MARK, and the counter
+        self.parts: list[list[bytes]] | None = None
+        self.fresh = 0
 
     def closed(self) -> None:
         self.open -= 1
@@ -98,7 +107,13 @@ class _Connection(asyncio.Protocol):
             return
         requests = run.requests
         self.sent_at = now
-        self.transport.write(requests[run.next % len(requests)])
+        if run.parts is None:
+            self.transport.write(requests[run.next % len(requests)])
+        else:
+            self.transport.write(
+                (b"%06d" % (run.fresh % 1_000_000)).join(run.parts[run.next % len(requests)])
+            )
+            run.fresh += 1
         run.next += 1
 
     def data_received(self, data: bytes) -> None:
@@ -163,6 +178,7 @@ async def run_load(
     warmup: float = 0.0,
     grace: float = 10.0,
     keep_bodies: int = 0,
+    fresh_callers: int | None = None,
 ) -> dict[str, Any]:
     """Drive `connections` closed loops for warmup + duration seconds; the summary."""
     loop = asyncio.get_running_loop()
@@ -170,6 +186,9 @@ async def run_load(
     record_from = start + int(warmup * 1e9)
     stop_at = record_from + int(duration * 1e9)
     run = _Run(requests, record_from, stop_at, keep_bodies)
+    if fresh_callers is not None:
+        run.parts = [r.split(FRESH_MARK) for r in requests]
+        run.fresh = fresh_callers
     run.finished = loop.create_future()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     protocols = []
@@ -211,6 +230,7 @@ async def run_load(
         "statuses": {str(k): v for k, v in sorted(run.statuses.items())},
         "errors": dict(run.errors),
         "bodies": {k.decode("utf-8", "replace"): v for k, v in run.bodies.most_common()},
+        "fresh_next": run.fresh,
         "loadgen_cpu_us_per_request": cpu * 1e6 / max(1, run.next),
     }
 
@@ -234,6 +254,7 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--grace", type=float, default=10.0, help="seconds to wait for replies in flight")
     p.add_argument("-H", "--header", type=_header, action="append", default=[])
     p.add_argument("--keep-bodies", type=int, default=0, help="count up to this many distinct replies")
+    p.add_argument("--fresh-callers", type=int, default=None, help="fill ###### with a counter from N")
     args = p.parse_args(argv)
     with open(args.bodies, "rb") as f:
         bodies = [line.rstrip(b"\n") for line in f if line.strip()]
@@ -254,6 +275,7 @@ def main(argv: Sequence[str]) -> int:
             warmup=args.warmup,
             grace=args.grace,
             keep_bodies=args.keep_bodies,
+            fresh_callers=args.fresh_callers,
         )
     )
     json.dump(result, sys.stdout)
