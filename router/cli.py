@@ -18,6 +18,7 @@ from router.errors import PolicyError
 from router.facts import facts_from_call, facts_from_message, parse_time
 from router.loader import Loaded, lint_path, policy_files
 from router.model import Facts, Policy
+from router.phone import is_country
 from router.schedules import effective_hours, format_hours
 from router.schema import policy_schema
 
@@ -146,11 +147,16 @@ def explain_facts(policy: Policy, args: argparse.Namespace, now: datetime) -> Fa
         call["phone_number_id"] = args.phone_number_id
         call["call_id"] = args.call_id
         facts = facts_from_call(call, region=region, now=now, crm_enabled=policy.crm is not None)
-    if not given and policy.crm is not None and policy.crm.file:
+    if not given and policy.crm is not None and (policy.crm.file or policy.crm.sqlite):
         if facts.caller is None:
             facts = replace(facts, crm_status="not_found")
         else:
-            record = FileCrm.from_path(Path(policy.crm.file), region=region).get(facts.caller)
+            if policy.crm.sqlite:
+                from router.crm_sqlite import SqliteCrm
+
+                record = SqliteCrm(Path(policy.crm.sqlite)).get(facts.caller)
+            else:
+                record = FileCrm.from_path(Path(policy.crm.file or ""), region=region).get(facts.caller)
             facts = replace(facts, crm_status=record.status, tags=record.tags, crm=dict(record.fields))
     return facts
 
@@ -240,6 +246,34 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_crm_import(args: argparse.Namespace) -> int:
+    from router.crm_import import import_file
+
+    source, into = Path(args.file), Path(args.into)
+    if not source.is_file():
+        print(f"vapi-router crm import: no such file {source}", file=sys.stderr)
+        return 2
+    if args.region is not None and not is_country(args.region):
+        print(
+            f"vapi-router crm import: --region wants a code such as US, not {args.region!r}", file=sys.stderr
+        )
+        return 2
+    try:
+        result = import_file(source, into, region=args.region)
+    except ValueError as exc:
+        print(f"vapi-router crm import: {exc}", file=sys.stderr)
+        return 2
+    if result.problems:
+        for problem in result.problems:
+            print(problem)
+        count = len(result.problems)
+        print(f"{count} problem{'s' * (count != 1)}; {into} was not changed", file=sys.stderr)
+        return 1
+    fields = ", ".join(result.fields) or "none"
+    print(f"imported {result.rows} customers into {into} (fields: {fields})")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(policy_schema(), indent=2))
     return 0
@@ -307,6 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", metavar="OTHER_PATH")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("crm", help="customer data: `crm import FILE --into DB` builds a SQLite CRM")
+    crm = p.add_subparsers(dest="crm_command", required=True)
+    p = crm.add_parser("import", help="CSV/JSON/YAML -> SQLite `customers`; every bad row as FILE:LINE:COL")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--into", required=True, metavar="DB", help="the SQLite file, replaced atomically")
+    p.add_argument("--region", metavar="CC", help="region of numbers written without +country")
+    p.set_defaults(func=cmd_crm_import)
 
     p = sub.add_parser("schema", help="print the policy JSON Schema")
     p.set_defaults(func=cmd_schema)

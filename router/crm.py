@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import httpx
 import orjson
+import phonenumbers
 
 from router.document import parse_document, pointer_of
 from router.errors import PolicyError
@@ -234,6 +235,11 @@ class HttpCrm:
 
     `url` holds `${caller}`; header values may hold `${env.NAME}` (read once, here); `tags`
     and `fields` values are dotted paths into the JSON answer (`results.0.tags`).
+    For real CRMs (DESIGN §12): `method` and `body` (a template with `${caller}`, sent as
+    is), `found` (a dotted path that must be non-empty for `ok`: search APIs answer 200 with
+    an empty list), `tags_split` (tags given as one delimited string), `number_format` (how
+    `${caller}` is written: e164, national, digits) and `oauth2` (client credentials; the
+    token is cached and fetched again before it expires).
     """
 
     def __init__(
@@ -248,6 +254,13 @@ class HttpCrm:
         env: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        method: str = "GET",
+        body: str | None = None,
+        found: str | None = None,
+        tags_split: str | None = None,
+        number_format: str = "e164",
+        oauth2: Mapping[str, str] | None = None,
+        region: str | None = None,
     ) -> None:
         probe = httpx.URL(url.replace("${caller}", "0"))
         if probe.scheme not in ("http", "https") or not probe.host:
@@ -256,6 +269,26 @@ class HttpCrm:
         sent = httpx.Headers({"user-agent": "vapi-router", "accept": "application/json"})
         sent.update(
             {name: _ENV_REF.sub(lambda m: _env(environ, m[1]), v) for name, v in (headers or {}).items()}
+        )
+        if method not in ("GET", "POST"):
+            raise ValueError(f"the CRM method must be GET or POST, not {method}")
+        if number_format not in ("e164", "national", "digits"):
+            raise ValueError(f"number_format must be e164, national or digits, not {number_format}")
+        if body is not None and "content-type" not in sent:
+            sent["content-type"] = "application/json" if body.lstrip()[:1] in ("{", "[") else "text/plain"
+        self._method = method
+        self._body = body
+        self._found = _path(found) if found else None
+        self._tags_split = tags_split
+        self._number_format = number_format
+        self._region = region
+        self._oauth = (
+            OAuth2Token(
+                {k: _ENV_REF.sub(lambda m: _env(environ, m[1]), v) for k, v in oauth2.items()},
+                clock=clock,
+            )
+            if oauth2
+            else None
         )
         self._url = url
         self._tags = _path(tags) if tags else None
@@ -346,16 +379,26 @@ class HttpCrm:
         await self._client.aclose()
 
     async def _fetch(self, number: str, deadline: float) -> CrmRecord:
-        url = self._url.replace("${caller}", quote(number, safe=""))
+        written = format_number(number, self._number_format)
+        url = self._url.replace("${caller}", quote(written, safe=""))
+        body = self._body.replace("${caller}", written) if self._body is not None else None
+        headers: dict[str, str] | None = None
+        if self._oauth is not None:
+            token = await self._oauth.get(self._client, deadline)
+            if isinstance(token, CrmRecord):
+                return token  # the token endpoint failed or hung: an error, within the deadline
+            headers = {"authorization": f"Bearer {token}"}
         try:
             async with asyncio.timeout_at(deadline):  # httpx's timeouts are per phase, not overall
-                response = await self._client.get(url)
+                response = await self._client.request(self._method, url, content=body, headers=headers)
         except (TimeoutError, httpx.TimeoutException):
             return CrmRecord("timeout", reason=self._timed_out)
         except httpx.HTTPError as exc:
             return CrmRecord("error", reason=_failure(exc))
         except Exception as exc:  # whatever goes wrong, the call must still be routed
             return CrmRecord("error", reason=type(exc).__name__)
+        if response.status_code == 401 and self._oauth is not None:
+            self._oauth.forget()  # revoked or rotated early: the next lookup fetches a new one
         record = self._read(response)
         if record.status != "error" and self._ttl > 0:
             self._cache.pop(number, None)
@@ -373,11 +416,101 @@ class HttpCrm:
             data = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             return CrmRecord("error", reason="body is not JSON")
+        if self._found is not None and _dig(data, self._found) in (None, "", [], {}):
+            return NOT_FOUND
         tags = _dig(data, self._tags) if self._tags else None
+        if isinstance(tags, str) and self._tags_split:
+            tags = [t.strip() for t in tags.split(self._tags_split)]
         if not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
             tags = []
         fields = {name: text for name, path in self._fields.items() if (text := _text(_dig(data, path)))}
         return CrmRecord("ok", frozenset(t for t in tags if t), fields)
+
+
+def format_number(number: str, how: str) -> str:
+    """An E.164 number as a CRM stores it: e164 (+14155552671), digits (14155552671) or
+    national ((415) 555-2671)."""
+    if how == "digits":
+        return number.lstrip("+")
+    if how == "national":
+        try:
+            parsed = phonenumbers.parse(number, None)
+        except phonenumbers.NumberParseException:
+            return number
+        return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL))
+    return number
+
+
+TOKEN_MARGIN_S = 60.0  # fetch a new token this long before the old one expires (at most 10% of its life)
+
+
+class OAuth2Token:
+    """An OAuth2 client-credentials token: fetched once for all lookups (single-flight),
+    cached, and fetched again before it expires. A failure is a CRM error record."""
+
+    def __init__(self, settings: Mapping[str, str], *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._form = {
+            "grant_type": "client_credentials",
+            "client_id": settings["client_id"],
+            "client_secret": settings["client_secret"],
+        }
+        if settings.get("scope"):
+            self._form["scope"] = settings["scope"]
+        self._url = settings["token_url"]
+        self._clock = clock
+        self._token: str | None = None
+        self._renew_at = 0.0
+        self._task: asyncio.Task[str] | None = None
+        self.fetches = 0
+
+    def forget(self) -> None:
+        self._token = None
+
+    async def get(self, client: httpx.AsyncClient, deadline: float) -> str | CrmRecord:
+        """The token, or an error record if the endpoint fails or does not answer by `deadline`."""
+        if self._token is not None and self._clock() < self._renew_at:
+            return self._token
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._fetch(client))
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await asyncio.shield(self._task)
+        except TimeoutError:
+            return CrmRecord("error", reason="OAuth2 token endpoint did not answer in time")
+        except httpx.HTTPError as exc:
+            return CrmRecord("error", reason=f"OAuth2 token endpoint: {_failure(exc)}")
+        except _TokenError as exc:
+            return CrmRecord("error", reason=f"OAuth2 token endpoint: {exc}")
+
+    async def _fetch(self, client: httpx.AsyncClient) -> str:
+        self.fetches += 1
+        response = await client.post(self._url, data=self._form)
+        if not 200 <= response.status_code < 300:
+            raise _TokenError(f"HTTP {response.status_code}")
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise _TokenError("body is not JSON") from None
+        token = data.get("access_token") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token:
+            raise _TokenError("no access_token in the answer")
+        lifetime = _seconds(data.get("expires_in"), default=3600.0)
+        self._token = token
+        self._renew_at = self._clock() + lifetime - min(TOKEN_MARGIN_S, lifetime / 10)
+        return token
+
+
+class _TokenError(Exception):
+    pass
+
+
+def _seconds(value: object, *, default: float) -> float:
+    """expires_in as seconds (some servers send it as a string); the default when unusable."""
+    try:
+        seconds = float(value) if isinstance(value, int | float | str) else default
+    except ValueError:
+        return default
+    return seconds if 0 < seconds < 1e9 else default
 
 
 def _env(environ: Mapping[str, str], name: str) -> str:
