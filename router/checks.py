@@ -440,7 +440,7 @@ def _crm_source(crm: dict[str, Any]) -> str:
     if "sqlite" in crm:
         return f'the table "customers" in "{crm.get("sqlite")}"'
     if "postgres" in crm:
-        return "the columns of crm.postgres.query"
+        return "the query in crm.postgres"
     return f'the CRM file "{crm.get("file")}"'
 
 

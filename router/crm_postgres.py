@@ -65,6 +65,7 @@ class PostgresCrm:
         self._timed_out = f"timed out after {timeout_ms} ms"
         self._clock = clock
         self._pool: asyncpg.Pool | None = None
+        self._ready: asyncio.Future[Any] | None = None  # the pool's initialisation
         self._failures = 0
         self._down_until = 0.0
         self._down_reason = ""
@@ -97,6 +98,8 @@ class PostgresCrm:
         try:
             async with asyncio.timeout(self._timeout_s):
                 pool = self._pool or self._make_pool()
+                if self._ready is not None and not self._ready.done():
+                    await asyncio.shield(self._ready)  # initialising connects nothing (min_size 0)
                 connection = await pool.acquire()
                 try:
                     row = await connection.fetchrow(self._query, number)
@@ -132,6 +135,7 @@ class PostgresCrm:
                 "application_name": "vapi-router",
             },
         )
+        self._ready = asyncio.ensure_future(self._pool)
         return self._pool
 
     def _release_later(self, pool: asyncpg.Pool, connection: Any) -> None:
