@@ -127,6 +127,11 @@ class PgServer:
         assert self.proc is not None
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+        deadline = time.monotonic() + 5
+        with contextlib.suppress(ProcessLookupError):  # until the backends are gone too
+            while time.monotonic() < deadline:
+                os.killpg(self.proc.pid, 0)
+                time.sleep(0.01)
 
     def close(self) -> None:
         self.stop()
