@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import random
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -52,11 +53,13 @@ routes:
     then:
       assistantId: 8e9f0a1b-2c3d-4e5f-8a6b-7c8d9e0f1a02
       assistantOverrides: {variableValues: {name: "${crm.name}", tier: "${crm.tier}"}}
-default:
-  assistantId: 2ccabf54-ccd8-4dff-ae93-e830159c8004
-  assistantOverrides: {variableValues: {tier: "${crm.tier}"}}
+  - id: known
+    when: {crm_status: ok}
+    then:
+      assistantId: 2ccabf54-ccd8-4dff-ae93-e830159c8004
+      assistantOverrides: {variableValues: {tier: "${crm.tier}"}}
+default: front-desk
 """
-
 
 def number(i: int) -> str:
     return f"+1212{2_000_000 + i:07d}"
@@ -229,7 +232,9 @@ def postgres_rows(directory: Path, numbers: list[str]) -> list[Row]:
     if binary is None:
         log("  PostgreSQL is not installed (`make system-deps`): no PostgreSQL figures")
         return [Row("crm", "postgres", "lookups", "skipped: PostgreSQL not installed")]
-    template = init_cluster(binary.parent, directory / "pg-template")
+    # not under `directory`: when root, postgres runs as nobody, who cannot enter it
+    home = Path(tempfile.mkdtemp(prefix="bench-crm-pg-"))
+    template = init_cluster(binary.parent, home)
     server = PgServer(binary.parent, template)
     try:
         server.start()
@@ -239,6 +244,7 @@ def postgres_rows(directory: Path, numbers: list[str]) -> list[Row]:
         return asyncio.run(_measure_postgres(server, numbers))
     finally:
         server.close()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 async def _load_postgres(server: PgServer) -> None:

@@ -61,7 +61,7 @@ def field_columns(path: Path) -> frozenset[str]:
 class _Handle:
     """One thread's connection and the file identity it was opened on."""
 
-    __slots__ = ("checked", "columns", "con", "identity", "tags_at")
+    __slots__ = ("checked", "columns", "con", "fields", "identity", "tags_at")
 
     def __init__(self, con: sqlite3.Connection, identity: tuple[int, int, int], now: float) -> None:
         self.con = con
@@ -70,6 +70,7 @@ class _Handle:
         cursor = con.execute(f"SELECT * FROM {TABLE} LIMIT 0")
         self.columns = [d[0] for d in cursor.description]
         self.tags_at = self.columns.index("tags") if "tags" in self.columns else -1
+        self.fields = [(i, c) for i, c in enumerate(self.columns) if c not in ("number", "tags")]
 
 
 def _identity(path: Path) -> tuple[int, int, int]:
@@ -141,12 +142,15 @@ class SqliteCrm:
         if row is None:
             return NOT_FOUND
         tags: frozenset[str] = frozenset()
+        if handle.tags_at >= 0 and isinstance(value := row[handle.tags_at], str) and value:
+            tags = frozenset(t for t in (p.strip() for p in value.split(";")) if t)
         fields: dict[str, str] = {}
-        for i, (name, value) in enumerate(zip(handle.columns, row, strict=True)):
-            if i == handle.tags_at:
-                if isinstance(value, str):
-                    tags = frozenset(t for t in (p.strip() for p in value.split(";")) if t)
-            elif name != "number" and value is not None and (text := scalar_text(value)):
+        for i, name in handle.fields:
+            value = row[i]
+            if value.__class__ is str:  # what `crm import` writes: the common case, first
+                if value:
+                    fields[name] = value
+            elif value is not None and (text := scalar_text(value)):
                 fields[name] = text
         return CrmRecord("ok", tags, fields, ms=_ms(start))
 
