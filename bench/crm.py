@@ -61,6 +61,7 @@ routes:
 default: front-desk
 """
 
+
 def number(i: int) -> str:
     return f"+1212{2_000_000 + i:07d}"
 
