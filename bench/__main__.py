@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from bench import Row, log, render_table
+from bench.crm import run as crm
 from bench.deadline import run as deadline
 from bench.decision import run as decision
 from bench.http import run as http
@@ -20,6 +21,7 @@ SECTIONS: dict[str, Callable[[], list[Row]]] = {
     "reload": reload,
     "http": http,
     "deadline": deadline,
+    "crm": crm,
 }
 
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import glob
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from pgserver import PgServer
 
 # component -> (how to find it, what installs it)
 COMPONENTS: dict[str, tuple[str, str]] = {
@@ -55,3 +61,41 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             red=True,
             bold=True,
         )
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An initdb'd cluster, run once per session; each server starts on a copy of it."""
+    from pgserver import init_cluster
+
+    directory = Path(tempfile.mkdtemp(prefix="vapi-router-pg-template-"))
+    try:
+        yield init_cluster(postgres_bin.parent, directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres(postgres_bin: Path, postgres_template: Path) -> Iterator[PgServer]:
+    """A real PostgreSQL server on a free loopback port for the session; stopped at the end."""
+    from pgserver import PgServer
+
+    server = PgServer(postgres_bin.parent, postgres_template)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def own_postgres(postgres_bin: Path, postgres_template: Path) -> Iterator[PgServer]:
+    """A server of the test's own, for tests that kill it."""
+    from pgserver import PgServer
+
+    server = PgServer(postgres_bin.parent, postgres_template)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()

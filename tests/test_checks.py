@@ -42,7 +42,10 @@ def _lines(text: str) -> list[str]:
         ),
         pytest.param(
             "crm: {timeout_ms: 500}\n" + DEFAULT,
-            ["p.yaml:2:1: error: crm needs exactly one of `file` or `http` [crm-source]"],
+            [
+                "p.yaml:2:1: error: crm needs exactly one of `file`, `sqlite`, `postgres` or `http` "
+                "[crm-source]"
+            ],
             id="crm_valid-no-source",
         ),
         pytest.param(

@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-import socket
-import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import quote
 
 import httpx
 import orjson
 
+from router.crm.httpparts import (
+    ENV_REF,
+    OAuth2Token,
+    dig,
+    dotted_path,
+    env_value,
+    failure_reason,
+    format_number,
+)
 from router.policy.crmfile import CrmFileError as CrmFileError
 from router.policy.crmfile import cell_text, read_crm_file
 from router.runtime.records import NOT_FOUND as NOT_FOUND
@@ -69,9 +75,6 @@ class FileCrm:
         pass
 
 
-_ENV_REF = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
 _OVERLOADED = CrmRecord("error", reason="CRM overloaded: too many lookups in flight")
 
 
@@ -80,6 +83,11 @@ class HttpCrm:
 
     `url` holds `${caller}`; header values may hold `${env.NAME}` (read once, here); `tags`
     and `fields` values are dotted paths into the JSON answer (`results.0.tags`).
+    For real CRMs (DESIGN §12): `method` and `body` (a template with `${caller}`, sent as
+    is), `found` (a dotted path that must be non-empty for `ok`: search APIs answer 200 with
+    an empty list), `tags_split` (tags given as one delimited string), `number_format` (how
+    `${caller}` is written: e164, national, digits) and `oauth2` (client credentials; the
+    token is cached and fetched again before it expires).
     """
 
     def __init__(
@@ -94,6 +102,13 @@ class HttpCrm:
         env: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        method: str = "GET",
+        body: str | None = None,
+        found: str | None = None,
+        tags_split: str | None = None,
+        number_format: str = "e164",
+        oauth2: Mapping[str, str] | None = None,
+        region: str | None = None,
     ) -> None:
         probe = httpx.URL(url.replace("${caller}", "0"))
         if probe.scheme not in ("http", "https") or not probe.host:
@@ -101,11 +116,31 @@ class HttpCrm:
         environ = os.environ if env is None else env
         sent = httpx.Headers({"user-agent": "vapi-router", "accept": "application/json"})
         sent.update(
-            {name: _ENV_REF.sub(lambda m: _env(environ, m[1]), v) for name, v in (headers or {}).items()}
+            {name: ENV_REF.sub(lambda m: env_value(environ, m[1]), v) for name, v in (headers or {}).items()}
+        )
+        if method not in ("GET", "POST"):
+            raise ValueError(f"the CRM method must be GET or POST, not {method}")
+        if number_format not in ("e164", "national", "digits"):
+            raise ValueError(f"number_format must be e164, national or digits, not {number_format}")
+        if body is not None and "content-type" not in sent:
+            sent["content-type"] = "application/json" if body.lstrip()[:1] in ("{", "[") else "text/plain"
+        self._method = method
+        self._body = body
+        self._found = dotted_path(found) if found else None
+        self._tags_split = tags_split
+        self._number_format = number_format
+        self._region = region
+        self._oauth = (
+            OAuth2Token(
+                {k: ENV_REF.sub(lambda m: env_value(environ, m[1]), v) for k, v in oauth2.items()},
+                clock=clock,
+            )
+            if oauth2
+            else None
         )
         self._url = url
-        self._tags = _path(tags) if tags else None
-        self._fields = {name: _path(p) for name, p in (fields or {}).items()}
+        self._tags = dotted_path(tags) if tags else None
+        self._fields = {name: dotted_path(p) for name, p in (fields or {}).items()}
         self._timeout_s = timeout_ms / 1000
         self._timed_out = f"timed out after {timeout_ms} ms"
         self._ttl = cache_ttl_s
@@ -192,16 +227,26 @@ class HttpCrm:
         await self._client.aclose()
 
     async def _fetch(self, number: str, deadline: float) -> CrmRecord:
-        url = self._url.replace("${caller}", quote(number, safe=""))
+        written = format_number(number, self._number_format)
+        url = self._url.replace("${caller}", quote(written, safe=""))
+        body = self._body.replace("${caller}", written) if self._body is not None else None
+        headers: dict[str, str] | None = None
+        if self._oauth is not None:
+            token = await self._oauth.get(self._client, deadline)
+            if isinstance(token, CrmRecord):
+                return token  # the token endpoint failed or hung: an error, within the deadline
+            headers = {"authorization": f"Bearer {token}"}
         try:
             async with asyncio.timeout_at(deadline):  # httpx's timeouts are per phase, not overall
-                response = await self._client.get(url)
+                response = await self._client.request(self._method, url, content=body, headers=headers)
         except (TimeoutError, httpx.TimeoutException):
             return CrmRecord("timeout", reason=self._timed_out)
         except httpx.HTTPError as exc:
-            return CrmRecord("error", reason=_failure(exc))
+            return CrmRecord("error", reason=failure_reason(exc))
         except Exception as exc:  # whatever goes wrong, the call must still be routed
             return CrmRecord("error", reason=type(exc).__name__)
+        if response.status_code == 401 and self._oauth is not None:
+            self._oauth.forget()  # revoked or rotated early: the next lookup fetches a new one
         record = self._read(response)
         if record.status != "error" and self._ttl > 0:
             self._cache.pop(number, None)
@@ -219,53 +264,12 @@ class HttpCrm:
             data = orjson.loads(response.content)
         except orjson.JSONDecodeError:
             return CrmRecord("error", reason="body is not JSON")
-        tags = _dig(data, self._tags) if self._tags else None
+        if self._found is not None and dig(data, self._found) in (None, "", [], {}):
+            return NOT_FOUND
+        tags = dig(data, self._tags) if self._tags else None
+        if isinstance(tags, str) and self._tags_split:
+            tags = [t.strip() for t in tags.split(self._tags_split)]
         if not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
             tags = []
-        fields = {name: text for name, path in self._fields.items() if (text := cell_text(_dig(data, path)))}
+        fields = {name: text for name, path in self._fields.items() if (text := cell_text(dig(data, path)))}
         return CrmRecord("ok", frozenset(t for t in tags if t), fields)
-
-
-def _env(environ: Mapping[str, str], name: str) -> str:
-    if name not in environ:
-        raise ValueError(f"environment variable {name} is not set (used in a CRM header)")
-    return environ[name]
-
-
-def _path(dotted: str) -> tuple[str, ...]:
-    segments = tuple(dotted.split("."))
-    if not all(segments):
-        raise ValueError(f'"{dotted}" is not a dotted path such as contact.tags')
-    return segments
-
-
-def _dig(data: Any, path: tuple[str, ...]) -> Any:
-    """The value at a dotted path; integer segments index lists; None when absent."""
-    for segment in path:
-        if isinstance(data, dict) and segment in data:
-            data = data[segment]
-        elif isinstance(data, list) and segment.isdigit() and int(segment) < len(data):
-            data = data[int(segment)]
-        else:
-            return None
-    return data
-
-
-def _failure(exc: httpx.HTTPError) -> str:
-    """A short reason from the exception's type and cause, never its text (it may hold the URL)."""
-    causes: list[BaseException] = []
-    cause: BaseException | None = exc
-    while cause is not None and len(causes) < 10:
-        causes.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(exc, httpx.ConnectError):
-        if any(isinstance(c, ConnectionRefusedError) for c in causes):
-            return "connection refused"
-        if any(isinstance(c, socket.gaierror) for c in causes):
-            return "host not found"
-        if any(isinstance(c, ssl.SSLError) for c in causes):
-            return "TLS handshake failed"
-        return "connect failed"
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-        return "connection dropped"
-    return type(exc).__name__

@@ -263,14 +263,23 @@ class Compiler:
             return None
         _, raw = self.set.crm
         http = raw.get("http") or {}
+        oauth2 = http.get("oauth2")
         return CrmSettings(
-            file=self.crm_file,
+            file=self.crm_file if "file" in raw else None,
             url=http.get("url"),
             headers=dict(http.get("headers") or {}),
             tags=http.get("tags"),
             fields=dict(http.get("fields") or {}),
             timeout_ms=int(raw.get("timeout_ms", 1000)),
             cache_ttl_s=float(raw.get("cache_ttl_s", 300)),
+            method=str(http.get("method", "GET")).upper(),
+            body=http.get("body"),
+            found=http.get("found"),
+            tags_split=http.get("tags_split"),
+            number_format=http.get("number_format", "e164"),
+            oauth2={k: str(v) for k, v in oauth2.items()} if isinstance(oauth2, dict) else None,
+            sqlite=self.crm_file if "sqlite" in raw else None,
+            postgres=dict(raw["postgres"]) if isinstance(raw.get("postgres"), dict) else None,
         )
 
     def policy(self, version: str) -> Policy:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from router.errors import PolicyError, PolicyInvalid
 from router.policy.checks import check
@@ -92,6 +93,60 @@ def crm_file_of(docs: Sequence[Document]) -> tuple[Document, str, Path] | None:
     return None
 
 
+def crm_database_of(docs: Sequence[Document]) -> tuple[Document, str, Any] | None:
+    """(document, "sqlite" or "postgres", its setting) when the set's CRM is a database."""
+    for doc in docs:
+        if isinstance(doc.data, dict) and isinstance(doc.data.get("crm"), dict):
+            crm = doc.data["crm"]
+            for kind in ("sqlite", "postgres"):
+                if kind in crm:
+                    return doc, kind, crm[kind]
+    return None
+
+
+def _crm_database_fields(
+    found: tuple[Document, str, Any], problems: list[PolicyError]
+) -> tuple[frozenset[str] | None, str | None]:
+    """The field names a database CRM offers (what ${crm.X} and `crm:` are checked against)
+    and, for SQLite, the database's resolved path. SQLite: read from the table's schema;
+    PostgreSQL: the columns the query declares (None when it cannot tell, e.g. `*`)."""
+    doc, kind, setting = found
+    if kind == "postgres":
+        from router.policy.crmcolumns import query_columns
+
+        query = setting.get("query") if isinstance(setting, dict) else None
+        if not isinstance(query, str):
+            return None, None
+        columns = query_columns(query)
+        return (None if columns is None else columns - {"tags", "number"}), None
+    if not isinstance(setting, str):
+        return None, None
+    from router.policy.crmcolumns import field_columns
+
+    base = Path(doc.file).parent.resolve()
+    path = Path(doc.file).parent / setting
+    resolved = path.resolve()
+    if not resolved.is_relative_to(base):
+        problems.append(
+            doc.error("/crm/sqlite", f'crm.sqlite "{setting}" is outside the policy directory', "crm-file")
+        )
+    elif not resolved.is_file():
+        problems.append(
+            doc.error(
+                "/crm/sqlite",
+                f'crm.sqlite "{setting}" does not exist (looked for {path}); '
+                f"build it with `vapi-router crm import FILE --into {path}`",
+                "crm-file",
+            )
+        )
+    else:
+        try:
+            return field_columns(resolved), str(resolved)
+        except CrmFileError as exc:
+            problems.append(doc.error("/crm/sqlite", exc.message, "crm-file"))
+    return None, None
+
+
 def _region(docs: Sequence[Document]) -> str | None:
     """settings.region of the set when it is a known region (else the checks report it)."""
     for doc in docs:
@@ -160,6 +215,9 @@ def lint_texts(texts: Sequence[tuple[str, str]], *, fast: bool = True, compile: 
             except CrmFileError as exc:
                 line = exc.line or 1
                 problems.append(PolicyError(str(path), line, 1, exc.message, "crm-file"))
+    found_db = crm_database_of(docs)
+    if found_db is not None:
+        crm_fields, crm_path = _crm_database_fields(found_db, problems)
     problems.extend(check(docs, crm_fields=crm_fields))
     if any(p.severity == "error" for p in problems) or not compile:
         return Loaded(tuple(docs), tuple(sorted(problems)), None, version, crm_path)

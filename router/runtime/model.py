@@ -559,6 +559,15 @@ class CrmSettings:
     fields: Mapping[str, str] = field(default_factory=dict)
     timeout_ms: int = 1000
     cache_ttl_s: float = 300.0
+    # HTTP options for real CRMs (DESIGN §12)
+    method: str = "GET"
+    body: str | None = None
+    found: str | None = None
+    tags_split: str | None = None
+    number_format: str = "e164"
+    oauth2: Mapping[str, str] | None = None
+    sqlite: str | None = None  # absolute path of the customers database
+    postgres: Mapping[str, Any] | None = None  # {dsn, query, pool}
 
 
 @dataclass(frozen=True, slots=True)

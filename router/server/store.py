@@ -75,6 +75,20 @@ def make_crm(policy: Policy, env: Mapping[str, str]) -> CrmClient | None:
         return None
     if s.file:
         return FileCrm.from_path(Path(s.file), region=policy.settings.region)
+    if s.sqlite:
+        from router.crm.sqlite import SqliteCrm
+
+        return SqliteCrm(Path(s.sqlite))
+    if s.postgres is not None:
+        from router.crm.postgres import POOL_SIZE, PostgresCrm  # asyncpg only when a policy uses it
+
+        return PostgresCrm(
+            dsn=s.postgres["dsn"],
+            query=s.postgres["query"],
+            pool=int(s.postgres.get("pool", POOL_SIZE)),
+            timeout_ms=s.timeout_ms,
+            env=env,
+        )
     assert s.url is not None
     return HttpCrm(
         url=s.url,
@@ -84,6 +98,13 @@ def make_crm(policy: Policy, env: Mapping[str, str]) -> CrmClient | None:
         timeout_ms=s.timeout_ms,
         cache_ttl_s=s.cache_ttl_s,
         env=env,
+        method=s.method,
+        body=s.body,
+        found=s.found,
+        tags_split=s.tags_split,
+        number_format=s.number_format,
+        oauth2=s.oauth2,
+        region=policy.settings.region,
     )
 
 
@@ -101,8 +122,14 @@ def crm_stamp(policy: Policy) -> tuple[int, int] | None:
 
 def build_live(policy: Policy, previous: Live | None, env: Mapping[str, str]) -> Live:
     stamp = crm_stamp(policy)  # before reading: a write meanwhile makes the next reload read again
-    # An unchanged HTTP CRM keeps its client: its pool and its cache survive the reload.
-    if previous is not None and previous.policy.crm == policy.crm and isinstance(previous.crm, HttpCrm):
+    # An unchanged HTTP or database CRM keeps its client: its pool and its cache survive the
+    # reload (and a SQLite file is not reread: an atomic replace of it is seen by the client).
+    if (
+        previous is not None
+        and previous.policy.crm == policy.crm
+        and previous.crm is not None
+        and not isinstance(previous.crm, FileCrm)
+    ):
         crm: CrmClient | None = previous.crm
     else:
         crm = make_crm(policy, env)
