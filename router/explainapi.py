@@ -12,7 +12,6 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from router.auth import verify_webhook
 from router.cases import explain_data
 from router.facts import facts_from_call
 from router.model import CrmStatus
@@ -92,10 +91,7 @@ async def resolve_request(server: Server, request: Request) -> Response:
         raw = await read_body(request)
     except BodyTooLarge:
         return _json({"error": "body too large"}, 413)
-    if server.auth.webhook_configured and not verify_webhook(
-        server.auth, request.headers, raw, now=server.clock(), method=request.method, url=str(request.url)
-    ):
-        server.metrics.auth_failures.inc()
+    if not await server.authenticate(request.headers, raw, request.method, str(request.url)):
         return _json({"error": "unauthorized"}, 401)
     try:
         data = orjson.loads(raw)

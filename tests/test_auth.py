@@ -273,7 +273,9 @@ def test_from_env(env: dict[str, str], expected: AuthConfig) -> None:
     assert AuthConfig.from_env(env) == expected
 
 
-PLACEHOLDERS_MSG = "VAPI_HMAC_PAYLOAD may use only the placeholders {timestamp}, {body}, {method}, {url}"
+PLACEHOLDERS_MSG = (
+    "VAPI_HMAC_PAYLOAD may use only the placeholders {timestamp}, {body}, {method}, {url}, {svix-id}"
+)
 
 
 @pytest.mark.parametrize(
@@ -293,7 +295,11 @@ PLACEHOLDERS_MSG = "VAPI_HMAC_PAYLOAD may use only the placeholders {timestamp},
             {"VAPI_HMAC_ENCODING": "base32"}, "VAPI_HMAC_ENCODING must be one of hex, base64", id="enc"
         ),
         pytest.param({"VAPI_HMAC_PAYLOAD": "{timestamp}.{TOPSECRET}"}, PLACEHOLDERS_MSG, id="unknown-name"),
-        pytest.param({"VAPI_HMAC_PAYLOAD": "{timestamp}.{body}.{svix-id}"}, PLACEHOLDERS_MSG, id="svix-id"),
+        pytest.param(
+            {"VAPI_HMAC_PAYLOAD": "{timestamp}.{body}.{svix-id}"},
+            "VAPI_HMAC_PAYLOAD uses {svix-id}: set VAPI_HMAC_MESSAGE_ID_HEADER to the header that carries it",
+            id="svix-id-without-its-header",
+        ),
         pytest.param({"VAPI_HMAC_PAYLOAD": "{timestamp}.{}{body}"}, PLACEHOLDERS_MSG, id="positional"),
         pytest.param({"VAPI_HMAC_PAYLOAD": "{timestamp}.{body!r}"}, PLACEHOLDERS_MSG, id="conversion"),
         pytest.param({"VAPI_HMAC_PAYLOAD": "{timestamp:>20}.{body}"}, PLACEHOLDERS_MSG, id="format-spec"),
