@@ -36,15 +36,16 @@ class SeenIds:
         self.limit = limit
 
     def admit(self, key: bytes, now: float, until: float) -> bool:
-        """False if `key` was admitted before and has not expired; else remember it."""
+        """False if `key` was admitted before and has not expired (its `until` is not past);
+        else remember it until `until`."""
         expiry = self.expiry
         while expiry:
             oldest = next(iter(expiry))
-            if expiry[oldest] > now and len(expiry) < self.limit:
+            if expiry[oldest] >= now and len(expiry) < self.limit:
                 break
             del expiry[oldest]
         seen = expiry.get(key)
-        if seen is not None and seen > now:
+        if seen is not None and seen >= now:
             return False
         expiry[key] = until
         return True
