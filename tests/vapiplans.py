@@ -181,6 +181,7 @@ class JwksServer:
             http="h11",
             loop="asyncio",
             lifespan="off",
+            interface="asgi3",
             log_config=None,
             log_level="warning",
             access_log=False,
