@@ -227,17 +227,21 @@ def test_a_hanging_jwks_never_holds_a_call(tmp_path: Path) -> None:
             assert cached_s < results["first"][1]
 
 
-def test_a_jwks_that_is_down_at_start(tmp_path: Path) -> None:
+def test_a_jwks_that_is_down_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with JwksServer() as jwks:
         jwks.keys = [public_jwk(RSA, "rsa-1")]
         jwks.set_mode("500")
-        with router(tmp_path, jwks.url, min_refresh_s=0.1) as srv:
+        url = jwks.url + "?token=url-SENTINEL-4d4d"  # a credential in the URL is never logged
+        with router(tmp_path, url, min_refresh_s=0.1) as srv:
             started = time.perf_counter()
             assert post(srv, rs()).status_code == 401
             assert time.perf_counter() - started < DEADLINE_MS / 1000
             jwks.set_mode("ok")
             time.sleep(0.15)
             assert post(srv, rs()).status_code == 200  # the next refresh brings the key
+    failed = "JWKS refresh from VAPI_OAUTH_JWKS_URL failed (HTTP 500); cached keys stay"
+    assert failed in caplog.messages
+    assert "SENTINEL" not in caplog.text
 
 
 # ------------------------------------------------------------------ the key set and configuration
