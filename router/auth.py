@@ -107,6 +107,8 @@ class AuthConfig:
         if self.secret is not None:
             if self.bearer_header == "authorization" and self.bearer_prefix:
                 parts.append("x-vapi-secret/Bearer")
+            elif self.bearer_header == "x-vapi-secret" and not self.bearer_prefix:
+                parts.append("x-vapi-secret")
             else:
                 parts.append(f"x-vapi-secret/{self.bearer_header}{'' if self.bearer_prefix else ' (raw)'}")
         if (h := self.hmac) is not None:

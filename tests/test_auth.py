@@ -782,11 +782,21 @@ def test_bearer_options_without_the_secret() -> None:
     [
         pytest.param(
             AuthConfig(secret=SECRET, bearer_header="X-Vapi-Secret", bearer_prefix=False),
-            "x-vapi-secret/x-vapi-secret (raw)",
-            id="raw",
+            "x-vapi-secret",
+            id="x-vapi-secret-raw",
         ),
         pytest.param(
             AuthConfig(secret=SECRET, bearer_header="X-Api-Key"), "x-vapi-secret/x-api-key", id="custom"
+        ),
+        pytest.param(
+            AuthConfig(secret=SECRET, bearer_header="Authorization", bearer_prefix=False),
+            "x-vapi-secret/authorization (raw)",
+            id="raw-authorization",
+        ),
+        pytest.param(
+            AuthConfig(secret=SECRET, oauth=ISSUER, hmac=HmacConfig(HKEY)),
+            "x-vapi-secret/Bearer, HMAC sha256 hex in x-signature, OAuth2 tokens from POST /oauth/token",
+            id="with-oauth2",
         ),
     ],
 )
