@@ -9,13 +9,23 @@ from collections.abc import Callable, Mapping
 import pytest
 from starlette.datastructures import Headers
 
-from router.server.auth import AuthConfig, AuthConfigError, HmacConfig, verify_admin, verify_webhook
+from router.server.auth import (
+    AuthConfig,
+    AuthConfigError,
+    HmacConfig,
+    refused_scheme,
+    verify_admin,
+    verify_webhook,
+)
+from router.server.hmacauth import SeenIds
+from router.server.oauth import OAuthIssuer
 
 NOW = 1_750_000_000.0
 BODY = b'{"message": {"type": "assistant-request", "call": {"id": "c1"}}}'
 SECRET = b"s3cret-Value"
 HKEY = b"hmac-Key"
 SIGNED = AuthConfig(hmac=HmacConfig(HKEY))
+ISSUER = OAuthIssuer(b"vapi", b"client-Secret", b"k" * 32)
 
 
 def sign(
@@ -273,7 +283,9 @@ def test_from_env(env: dict[str, str], expected: AuthConfig) -> None:
     assert AuthConfig.from_env(env) == expected
 
 
-PLACEHOLDERS_MSG = "VAPI_HMAC_PAYLOAD may use only the placeholders {timestamp}, {body}, {method}, {url}"
+PLACEHOLDERS_MSG = (
+    "VAPI_HMAC_PAYLOAD may use only the placeholders {timestamp}, {body}, {method}, {url}, {svix-id}"
+)
 
 
 @pytest.mark.parametrize(
@@ -293,7 +305,11 @@ PLACEHOLDERS_MSG = "VAPI_HMAC_PAYLOAD may use only the placeholders {timestamp},
             {"VAPI_HMAC_ENCODING": "base32"}, "VAPI_HMAC_ENCODING must be one of hex, base64", id="enc"
         ),
         pytest.param({"VAPI_HMAC_PAYLOAD": "{timestamp}.{TOPSECRET}"}, PLACEHOLDERS_MSG, id="unknown-name"),
-        pytest.param({"VAPI_HMAC_PAYLOAD": "{timestamp}.{body}.{svix-id}"}, PLACEHOLDERS_MSG, id="svix-id"),
+        pytest.param(
+            {"VAPI_HMAC_PAYLOAD": "{timestamp}.{body}.{svix-id}"},
+            "VAPI_HMAC_PAYLOAD uses {svix-id}: set VAPI_HMAC_MESSAGE_ID_HEADER to the header that carries it",
+            id="svix-id-without-its-header",
+        ),
         pytest.param({"VAPI_HMAC_PAYLOAD": "{timestamp}.{}{body}"}, PLACEHOLDERS_MSG, id="positional"),
         pytest.param({"VAPI_HMAC_PAYLOAD": "{timestamp}.{body!r}"}, PLACEHOLDERS_MSG, id="conversion"),
         pytest.param({"VAPI_HMAC_PAYLOAD": "{timestamp:>20}.{body}"}, PLACEHOLDERS_MSG, id="format-spec"),
@@ -415,3 +431,445 @@ ADMIN = AuthConfig(secret=SECRET, admin_token=b"adm-Token")
 )
 def test_verify_admin(config: AuthConfig, headers: dict[str, str], expected: bool, form: Form) -> None:
     assert verify_admin(config, form(headers)) is expected
+
+
+# ------------------------------------------------------------------ DESIGN §10: Bearer options
+
+
+@pytest.mark.parametrize(
+    ("header", "prefix", "headers", "expected"),
+    [
+        pytest.param("Authorization", True, {"authorization": "Bearer s3cret-Value"}, True, id="default"),
+        pytest.param("Authorization", True, {"authorization": "s3cret-Value"}, False, id="default-no-prefix"),
+        pytest.param("Authorization", False, {"authorization": "s3cret-Value"}, True, id="raw-authorization"),
+        pytest.param(
+            "Authorization", False, {"authorization": "Bearer s3cret-Value"}, False, id="raw-refuses-prefixed"
+        ),
+        pytest.param("X-Api-Key", True, {"x-api-key": "Bearer s3cret-Value"}, True, id="custom-with-prefix"),
+        pytest.param("X-Api-Key", True, {"x-api-key": "s3cret-Value"}, False, id="custom-prefix-missing"),
+        pytest.param("X-Api-Key", False, {"X-API-KEY": "s3cret-Value"}, True, id="custom-raw"),
+        pytest.param("X-Api-Key", False, {"x-api-key": "s3cret-Valu"}, False, id="custom-raw-wrong"),
+        pytest.param(
+            "X-Api-Key", False, {"authorization": "Bearer s3cret-Value"}, False, id="custom-not-authorization"
+        ),
+        # Vapi's docs: the old server secret is a Bearer credential on X-Vapi-Secret, prefix off
+        pytest.param("X-Vapi-Secret", False, {"x-vapi-secret": "s3cret-Value"}, True, id="x-vapi-secret-raw"),
+        pytest.param(
+            "X-Api-Key", False, {"x-vapi-secret": "s3cret-Value"}, True, id="legacy-header-still-works"
+        ),
+        pytest.param(
+            "X-Api-Key", False, {"x-api-key": "s3cret-Value", "X-Api-Key": "x"}, False, id="repeated"
+        ),
+    ],
+)
+def test_bearer_header_and_prefix(
+    header: str, prefix: bool, headers: dict[str, str], expected: bool, form: Form
+) -> None:
+    config = AuthConfig(secret=SECRET, bearer_header=header, bearer_prefix=prefix)
+    assert verify_webhook(config, form(headers), BODY, now=NOW) is expected
+
+
+# ------------------------------------------------------------------ DESIGN §10: HMAC options
+
+
+def hsign(message: bytes, key: bytes = HKEY, algorithm: str = "sha256", encoding: str = "hex") -> str:
+    digest = hmac.new(key, message, getattr(hashlib, algorithm)).digest()
+    return digest.hex() if encoding == "hex" else base64.b64encode(digest).decode()
+
+
+SIG_BODY = hsign(BODY)
+SIG_TS_BODY = hsign(f"{TS}.".encode() + BODY)
+
+
+@pytest.mark.parametrize(
+    ("config", "headers", "expected"),
+    [
+        pytest.param(
+            HmacConfig(HKEY, signature_prefix="sha256="),
+            {"x-signature": "sha256=" + SIG_TS_BODY},
+            True,
+            id="prefix",
+        ),
+        pytest.param(
+            HmacConfig(HKEY, signature_prefix="sha256="),
+            {"x-signature": SIG_TS_BODY},
+            False,
+            id="prefix-missing",
+        ),
+        pytest.param(
+            HmacConfig(HKEY, signature_prefix="sha256="),
+            {"x-signature": "SHA256=" + SIG_TS_BODY},
+            False,
+            id="prefix-exact-case",
+        ),
+        pytest.param(
+            HmacConfig(HKEY, signature_prefix="v1="),
+            {"x-signature": "v1=" + SIG_TS_BODY},
+            True,
+            id="prefix-v1=",
+        ),
+        pytest.param(
+            HmacConfig(HKEY, signature_prefix="v1="),
+            {"x-signature": "sha256=" + SIG_TS_BODY},
+            False,
+            id="other-prefix",
+        ),
+        pytest.param(
+            HmacConfig(HKEY, signature_prefix="v1,"),
+            {"x-signature": f"v1,{'0' * 64} v1,{SIG_TS_BODY}"},
+            True,
+            id="list-second-matches",
+        ),
+        pytest.param(
+            HmacConfig(HKEY, signature_prefix="v1,"),
+            {"x-signature": f"v0,{SIG_TS_BODY} v1,{'0' * 64}"},
+            False,
+            id="list-right-sig-wrong-prefix",
+        ),
+        pytest.param(
+            HmacConfig(HKEY, signature_prefix="v1,"),
+            {"x-signature": f"v1,{SIG_TS_BODY}x"},
+            False,
+            id="list-no-partial",
+        ),
+        pytest.param(
+            HmacConfig(HKEY, include_timestamp=False), {"x-signature": SIG_BODY}, True, id="no-timestamp"
+        ),
+        pytest.param(
+            HmacConfig(HKEY, include_timestamp=False),
+            {"x-signature": SIG_TS_BODY},
+            False,
+            id="no-timestamp-ts-signed",
+        ),
+        pytest.param(
+            HmacConfig(HKEY, include_timestamp=False),
+            {"x-signature": SIG_BODY, "x-timestamp": "1"},
+            True,
+            id="no-timestamp-stale-header-ignored",
+        ),
+        pytest.param(HmacConfig(HKEY), {"x-signature": SIG_BODY}, False, id="timestamp-needed-by-default"),
+        pytest.param(
+            HmacConfig(HKEY, include_timestamp=False, payload="{method} {url} {body}"),
+            {"x-signature": hsign(b"POST https://r.example/webhook/vapi " + BODY)},
+            True,
+            id="no-timestamp-method-url",
+        ),
+    ],
+)
+def test_hmac_options(config: HmacConfig, headers: dict[str, str], expected: bool, form: Form) -> None:
+    auth = AuthConfig(hmac=config)
+    verdict = verify_webhook(
+        auth,
+        form(headers | {"x-timestamp": TS} if config.include_timestamp else headers),
+        BODY,
+        now=NOW,
+        url="https://r.example/webhook/vapi",
+    )
+    assert verdict is expected
+
+
+SVIX_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SVIX_ENV = {
+    "VAPI_HMAC_SECRET": SVIX_SECRET,
+    "VAPI_HMAC_SECRET_IS_BASE64": "true",
+    "VAPI_HMAC_HEADER": "svix-signature",
+    "VAPI_HMAC_TIMESTAMP_HEADER": "svix-timestamp",
+    "VAPI_HMAC_MESSAGE_ID_HEADER": "svix-id",
+    "VAPI_HMAC_SIGNATURE_PREFIX": "v1,",
+    "VAPI_HMAC_ENCODING": "base64",
+    "VAPI_HMAC_PAYLOAD": "{svix-id}.{timestamp}.{body}",
+}
+
+
+def test_svix_known_answer() -> None:
+    """The example in Svix's docs ("Verifying Webhooks Manually" / the svix library's tests)."""
+    config = AuthConfig.from_env(SVIX_ENV)
+    headers = {
+        "svix-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        "svix-timestamp": "1614265330",
+        "svix-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+    }
+    body = b'{"test": 2432232314}'
+    assert verify_webhook(config, headers, body, now=1614265330 + 10)
+    # the same delivery again: refused, as is any change to what was signed
+    assert not verify_webhook(config, headers, body, now=1614265330 + 11)
+    fresh = AuthConfig.from_env(SVIX_ENV)
+    assert not verify_webhook(fresh, headers | {"svix-id": "msg_other"}, body, now=1614265330)
+    assert not verify_webhook(fresh, headers, body + b" ", now=1614265330)
+    assert not verify_webhook(fresh, headers, body, now=1614265330 + 301)
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        pytest.param(SVIX_SECRET, id="whsec_"),
+        pytest.param(SVIX_SECRET.removeprefix("whsec_"), id="bare-base64"),
+    ],
+)
+def test_base64_secret_is_decoded(secret: str) -> None:
+    config = AuthConfig.from_env(SVIX_ENV | {"VAPI_HMAC_SECRET": secret})
+    assert config.hmac is not None
+    assert config.hmac.secret == base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+
+
+def test_message_ids_are_remembered_for_the_window_only() -> None:
+    config = AuthConfig(
+        hmac=HmacConfig(HKEY, message_id_header="webhook-id", payload="{timestamp}.{svix-id}.{body}")
+    )
+
+    def headers(message_id: str, at: float) -> dict[str, str]:
+        stamp = str(int(at))
+        return {
+            "webhook-id": message_id,
+            "x-timestamp": stamp,
+            "x-signature": hsign(f"{stamp}.{message_id}.".encode() + BODY),
+        }
+
+    first = headers("m-1", NOW)
+    assert verify_webhook(config, first, BODY, now=NOW)
+    assert not verify_webhook(config, first, BODY, now=NOW + 1)  # replayed
+    assert not verify_webhook(config, first, BODY, now=NOW + 300)  # still inside its window
+    assert verify_webhook(config, headers("m-2", NOW), BODY, now=NOW + 1)  # another id
+    # a bad signature with a fresh id is not remembered: the real message with that id still passes
+    assert not verify_webhook(config, headers("m-3", NOW) | {"x-signature": "0" * 64}, BODY, now=NOW)
+    assert verify_webhook(config, headers("m-3", NOW), BODY, now=NOW)
+    assert not verify_webhook(config, {k: v for k, v in first.items() if k != "webhook-id"}, BODY, now=NOW)
+    assert not verify_webhook(config, first | {"webhook-id": ""}, BODY, now=NOW)
+    # m-1 was signed at NOW: once NOW + 300 s has passed it fails the window, and is forgotten
+    later = headers("m-1", NOW + 400)
+    assert verify_webhook(config, later, BODY, now=NOW + 400)
+    # the ids signed at NOW were pruned; only the new m-1 is remembered
+    assert config.hmac is not None and config.hmac.seen.expiry == {b"m-1": NOW + 700}
+
+
+def test_message_id_memory_is_bounded() -> None:
+    seen = SeenIds(limit=3)
+    for i in range(10):
+        assert seen.admit(b"id-%d" % i, NOW, NOW + 300)
+    assert list(seen.expiry) == [b"id-7", b"id-8", b"id-9"]
+    assert not seen.admit(b"id-9", NOW, NOW + 300)
+    assert seen.admit(b"id-0", NOW, NOW + 300)  # forgotten: the documented cost of the bound
+
+
+def test_message_ids_without_timestamps_expire_after_the_window() -> None:
+    config = AuthConfig(
+        hmac=HmacConfig(
+            HKEY, include_timestamp=False, message_id_header="svix-id", payload="{svix-id}.{body}"
+        )
+    )
+    headers = {"svix-id": "m-1", "x-signature": hsign(b"m-1." + BODY)}
+    assert verify_webhook(config, headers, BODY, now=NOW)
+    assert not verify_webhook(config, headers, BODY, now=NOW + 299)
+    assert verify_webhook(config, headers, BODY, now=NOW + 301)  # without a timestamp, nothing else stops it
+
+
+# ------------------------------------------------------------------ DESIGN §10: configuration
+
+
+def test_from_env_new_options() -> None:
+    env = {
+        "VAPI_SERVER_SECRET": "s3cret-Value",
+        "VAPI_BEARER_HEADER": "X-Api-Key",
+        "VAPI_BEARER_PREFIX": "FALSE",
+        "VAPI_HMAC_SECRET": base64.b64encode(HKEY).decode(),
+        "VAPI_HMAC_SECRET_IS_BASE64": "True",
+        "VAPI_HMAC_SIGNATURE_PREFIX": "v1=",
+        "VAPI_HMAC_INCLUDE_TIMESTAMP": "false",
+        "VAPI_HMAC_MESSAGE_ID_HEADER": "Webhook-Id",
+        "VAPI_HMAC_PAYLOAD": "{svix-id}.{body}",
+    }
+    expected = AuthConfig(
+        secret=SECRET,
+        bearer_header="x-api-key",
+        bearer_prefix=False,
+        hmac=HmacConfig(
+            HKEY,
+            signature_prefix="v1=",
+            include_timestamp=False,
+            message_id_header="webhook-id",
+            payload="{svix-id}.{body}",
+        ),
+    )
+    assert AuthConfig.from_env(env) == expected
+    assert AuthConfig.from_env(
+        {"VAPI_HMAC_SECRET": "k", "VAPI_HMAC_INCLUDE_TIMESTAMP": "false"}
+    ).hmac == HmacConfig(b"k", include_timestamp=False, payload="{body}")
+
+
+NOT_BASE64 = "VAPI_HMAC_SECRET is not valid base64 (VAPI_HMAC_SECRET_IS_BASE64 is true)"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        pytest.param(
+            {"VAPI_BEARER_PREFIX": "TOPSECRET"},
+            "VAPI_BEARER_PREFIX must be true or false",
+            id="prefix-not-bool",
+        ),
+        pytest.param(
+            {"VAPI_BEARER_HEADER": "X Api Key"},
+            "VAPI_BEARER_HEADER must be an HTTP header name",
+            id="header-space",
+        ),
+        pytest.param(
+            {"VAPI_HMAC_HEADER": "x-sig:"},
+            "VAPI_HMAC_HEADER must be an HTTP header name",
+            id="hmac-header-colon",
+        ),
+        pytest.param(
+            {"VAPI_HMAC_MESSAGE_ID_HEADER": "svix id", "VAPI_HMAC_PAYLOAD": "{svix-id}.{timestamp}.{body}"},
+            "VAPI_HMAC_MESSAGE_ID_HEADER must be an HTTP header name",
+            id="id-header-space",
+        ),
+        pytest.param(
+            {"VAPI_HMAC_SECRET_IS_BASE64": "yes"},
+            "VAPI_HMAC_SECRET_IS_BASE64 must be true or false",
+            id="b64-flag",
+        ),
+        pytest.param(
+            {"VAPI_HMAC_INCLUDE_TIMESTAMP": "0"},
+            "VAPI_HMAC_INCLUDE_TIMESTAMP must be true or false",
+            id="ts-flag",
+        ),
+        pytest.param({"VAPI_HMAC_SECRET_IS_BASE64": "true"}, NOT_BASE64, id="secret-not-base64"),
+        pytest.param(
+            {"VAPI_HMAC_SECRET": "whsec_TOPSECRET!!", "VAPI_HMAC_SECRET_IS_BASE64": "true"},
+            NOT_BASE64,
+            id="whsec-not-base64",
+        ),
+        pytest.param(
+            {"VAPI_HMAC_SECRET": "TOPSECRET=", "VAPI_HMAC_SECRET_IS_BASE64": "true"},
+            NOT_BASE64,
+            id="bad-padding",
+        ),
+        pytest.param(
+            {"VAPI_HMAC_SECRET": "whsec_", "VAPI_HMAC_SECRET_IS_BASE64": "true"},
+            "VAPI_HMAC_SECRET must not be empty",
+            id="empty-key",
+        ),
+        pytest.param(
+            {"VAPI_HMAC_INCLUDE_TIMESTAMP": "false", "VAPI_HMAC_PAYLOAD": "{timestamp}.{body}"},
+            "VAPI_HMAC_PAYLOAD uses {timestamp} but VAPI_HMAC_INCLUDE_TIMESTAMP is false",
+            id="timestamp-off-but-signed",
+        ),
+        pytest.param(
+            {"VAPI_HMAC_INCLUDE_TIMESTAMP": "false", "VAPI_HMAC_PAYLOAD": "{method}"},
+            "VAPI_HMAC_PAYLOAD must include {body}",
+            id="timestamp-off-body-not-signed",
+        ),
+        pytest.param(
+            {"VAPI_HMAC_MESSAGE_ID_HEADER": "svix-id"},
+            "VAPI_HMAC_MESSAGE_ID_HEADER is set but VAPI_HMAC_PAYLOAD does not sign {svix-id}: "
+            "an unsigned id could be changed to replay a request",
+            id="id-header-unsigned",
+        ),
+    ],
+)
+def test_from_env_errors_new_options(env: dict[str, str], message: str) -> None:
+    full = {"VAPI_SERVER_SECRET": "TOPSECRET", "VAPI_HMAC_SECRET": "TOPSECRET-hmac"} | env
+    with pytest.raises(AuthConfigError) as caught:
+        AuthConfig.from_env(full)
+    assert str(caught.value) == message
+    assert "TOPSECRET" not in str(caught.value)
+
+
+def test_bearer_options_without_the_secret() -> None:
+    with pytest.raises(AuthConfigError) as caught:
+        AuthConfig.from_env({"VAPI_BEARER_HEADER": "X-Api-Key", "VAPI_BEARER_PREFIX": "false"})
+    message = (
+        "VAPI_BEARER_HEADER, VAPI_BEARER_PREFIX set but VAPI_SERVER_SECRET is not: "
+        "the Bearer scheme would be off"
+    )
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        pytest.param(
+            AuthConfig(secret=SECRET, bearer_header="X-Vapi-Secret", bearer_prefix=False),
+            "x-vapi-secret",
+            id="x-vapi-secret-raw",
+        ),
+        pytest.param(
+            AuthConfig(secret=SECRET, bearer_header="X-Api-Key"), "x-vapi-secret/x-api-key", id="custom"
+        ),
+        pytest.param(
+            AuthConfig(secret=SECRET, bearer_header="Authorization", bearer_prefix=False),
+            "x-vapi-secret/authorization (raw)",
+            id="raw-authorization",
+        ),
+        pytest.param(
+            AuthConfig(secret=SECRET, oauth=ISSUER, hmac=HmacConfig(HKEY)),
+            "x-vapi-secret/Bearer, HMAC sha256 hex in x-signature, OAuth2 tokens from POST /oauth/token",
+            id="with-oauth2",
+        ),
+    ],
+)
+def test_describe_bearer_options(config: AuthConfig, expected: str) -> None:
+    assert config.describe() == expected
+
+
+# ------------------------------------------------------------------ router_auth_failures_total{scheme}
+
+JWT_SHAPED = "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+
+
+@pytest.mark.parametrize(
+    ("config", "headers", "expected"),
+    [
+        pytest.param(AuthConfig(secret=SECRET), {}, "none", id="nothing"),
+        pytest.param(
+            AuthConfig(secret=SECRET), {"x-signature": "ab"}, "none", id="unconfigured-scheme's-header"
+        ),
+        pytest.param(AuthConfig(secret=SECRET), {"x-vapi-secret": "no"}, "bearer", id="x-vapi-secret"),
+        pytest.param(AuthConfig(secret=SECRET), {"authorization": "Bearer no"}, "bearer", id="authorization"),
+        pytest.param(
+            AuthConfig(secret=SECRET, bearer_header="X-Api-Key"),
+            {"x-api-key": "no"},
+            "bearer",
+            id="custom-header",
+        ),
+        pytest.param(SIGNED, {"x-signature": "ab", "x-timestamp": TS}, "hmac", id="hmac"),
+        pytest.param(
+            AuthConfig(secret=SECRET, hmac=HmacConfig(HKEY)),
+            {"x-signature": "ab", "x-vapi-secret": "no"},
+            "bearer+hmac",
+            id="two",
+        ),
+        pytest.param(
+            AuthConfig(secret=SECRET, oauth=ISSUER),
+            {"authorization": JWT_SHAPED},
+            "oauth2",
+            id="jwt-is-oauth2",
+        ),
+        pytest.param(
+            AuthConfig(secret=SECRET, oauth=ISSUER),
+            {"authorization": "Bearer no"},
+            "bearer",
+            id="plain-token-is-bearer",
+        ),
+        pytest.param(
+            AuthConfig(oauth=ISSUER), {"authorization": "Bearer no"}, "oauth2", id="only-oauth2-reads-it"
+        ),
+        pytest.param(
+            AuthConfig(secret=SECRET, bearer_header="X-Api-Key", oauth=ISSUER),
+            {"authorization": "Bearer no"},
+            "oauth2",
+            id="bearer-elsewhere",
+        ),
+        pytest.param(
+            AuthConfig(secret=SECRET, oauth=ISSUER),
+            {"authorization": JWT_SHAPED, "x-vapi-secret": "n"},
+            "bearer+oauth2",
+            id="both",
+        ),
+        pytest.param(
+            AuthConfig(oauth=ISSUER), {"authorization": "Basic eA=="}, "none", id="basic-is-no-token"
+        ),
+    ],
+)
+def test_refused_scheme(config: AuthConfig, headers: dict[str, str], expected: str, form: Form) -> None:
+    assert verify_webhook(config, form(headers), BODY, now=NOW) is False
+    assert refused_scheme(config, form(headers)) == expected

@@ -34,6 +34,7 @@ from serverutil import (
     reply_problems,
     run_serve,
 )
+from vapiplans import JwksServer, jws, public_jwk, rsa_key
 
 from router.policy.compiler import compile_policy
 from router.policy.document import parse_document
@@ -590,6 +591,10 @@ def test_a_huge_caller_field_never_reaches_a_regex() -> None:
 CRM_TOKEN = "crm-SENTINEL-token-55aa"
 TWILIO_TOKEN = "twilio-SENTINEL-authtoken-0e9f"
 WRONG_SECRET = "wrong-SENTINEL-secret-3c3c"
+OAUTH_CLIENT_SECRET = "oauth-SENTINEL-client-secret-19ab"
+OAUTH_SIGNING_KEY = "oauth-SENTINEL-signing-key-0123456789abcdef"
+JWKS_URL_TOKEN = "jwks-SENTINEL-url-token-77e1"  # a credential in the JWKS URL: never logged
+JWKS_KEY = rsa_key()
 BODY_SENTINEL = "body-SENTINEL-junk-8d8d"
 CALLERS = {  # E.164 -> how the CRM answers for it
     "+14155550142": "ok",
@@ -646,8 +651,16 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "VAPI_HMAC_SECRET": HMAC_SECRET,
         "ROUTER_ADMIN_TOKEN": ADMIN_TOKEN,
         "CRM_TOKEN": CRM_TOKEN,
+        "ROUTER_OAUTH_CLIENT_ID": "vapi",
+        "ROUTER_OAUTH_CLIENT_SECRET": OAUTH_CLIENT_SECRET,
+        "ROUTER_OAUTH_SIGNING_KEY": OAUTH_SIGNING_KEY,
+        "VAPI_OAUTH_ISSUER": "https://auth.example.com/",
+        "VAPI_OAUTH_AUDIENCE": "vapi-router",
     }
-    with CrmServer() as crm:
+    tokens: list[str] = []
+    with CrmServer() as crm, JwksServer() as jwks:
+        jwks.keys = [public_jwk(JWKS_KEY, "k1")]
+        env["VAPI_OAUTH_JWKS_URL"] = f"{jwks.url}?access_token={JWKS_URL_TOKEN}"
         crm.contacts["+14155550142"] = {"tags": ["vip"]}  # no name: ${crm.name} fails, a fallback is logged
         crm.modes.update({n: m for n, m in CALLERS.items() if m != "ok"})  # type: ignore[misc]
         with Subprocess(tmp_path, LOG_POLICY.format(url=crm.url_template), env=env) as srv:
@@ -677,11 +690,31 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
                     client.post(srv.webhook_path, content=body, headers=hmac_headers(body)).status_code == 200
                 )
                 answered += 1
+                # OAuth2: a token from the router's token URL, one from the authorization server
+                form = {"grant_type": "client_credentials", "client_id": "vapi"}
+                issued = client.post("/oauth/token", data=form | {"client_secret": OAUTH_CLIENT_SECRET})
+                now = int(time.time())
+                claims = {
+                    "iss": "https://auth.example.com/",
+                    "aud": "vapi-router",
+                    "iat": now,
+                    "exp": now + 60,
+                }
+                tokens += [issued.json()["access_token"], jws(claims, JWKS_KEY, "RS256", kid="k1")]
+                for token in tokens:
+                    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+                    assert client.post(srv.webhook_path, content=body, headers=headers).status_code == 200
+                    answered += 1
+                wrong = client.post("/oauth/token", data=form | {"client_secret": WRONG_SECRET})
+                assert wrong.status_code == 401
                 refused = [
                     {"x-vapi-secret": WRONG_SECRET},
                     {"authorization": f"Bearer {WRONG_SECRET}"},
                     hmac_headers(body, WRONG_SECRET),
                     {"x-vapi-secret": SECRET.upper()},
+                    {"authorization": f"Bearer {tokens[0][:-4]}AAAA"},
+                    {"authorization": f"Bearer {tokens[1][:-4]}AAAA"},
+                    {"authorization": f"Bearer {jws(claims, JWKS_KEY, 'RS256', kid='unknown')}"},
                 ]
                 for headers in refused:
                     assert client.post(srv.webhook_path, content=body, headers=headers).status_code == 401
@@ -695,10 +728,12 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             srv.stop()
         logs = {"decision log": srv.log_text(), "stdout": srv.stdout(), "stderr": srv.stderr()}
     logs["answered"] = str(answered)
+    logs["tokens"] = json.dumps(tokens)
     return logs
 
 
 SECRETS = [SECRET, HMAC_SECRET, ADMIN_TOKEN, CRM_TOKEN, TWILIO_TOKEN, WRONG_SECRET, BODY_SENTINEL]
+SECRETS += [OAUTH_CLIENT_SECRET, OAUTH_SIGNING_KEY, JWKS_URL_TOKEN]
 SECRETS += [SECRET.upper(), "SENTINEL"]
 NUMBERS = [form for n in (*CALLERS, DIALLED) for form in forbidden(n)]
 # httpx logs each CRM request at INFO with its URL; the bug test below covers those lines
@@ -711,9 +746,13 @@ def test_no_secret_and_no_full_number_in_any_log_line(logged: dict[str, str]) ->
     assert {r["caller"] for r in records} >= {phone.mask(n) for n in CALLERS}
     assert {r["crm_status"] for r in records} >= {"ok", "timeout", "error", "not_found"}
     assert any(r["fallback_reason"] for r in records)  # the failing paths were really taken
+    tokens = json.loads(logged["tokens"])
+    assert len(tokens) == 2
+    # each token whole, and its signature alone
+    needles = [*SECRETS, *NUMBERS, *tokens, *(token.rsplit(".", 1)[1] for token in tokens)]
     for where in ("decision log", "stdout", "stderr"):
         text = HTTPX_LINE.sub("", logged[where])
-        for needle in [*SECRETS, *NUMBERS]:
+        for needle in needles:
             assert needle not in text, f"{needle!r} in the {where}: ...{_around(text, needle)}..."
 
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -29,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from router.runtime import phone
 from router.server.activity import Activity
-from router.server.auth import AuthConfig, verify_admin, verify_webhook
+from router.server.auth import AuthConfig, refused_scheme, verify_admin, verify_webhook
 from router.server.capture import Capture
 from router.server.console import console_routes
 from router.server.decisionlog import DecisionLog, timestamp
@@ -49,6 +49,9 @@ from router.server.http import (
 from router.server.metrics import FLUSH_S, Metrics
 from router.server.service import Outcome, Pending, decide, decide_now
 from router.server.store import Live, PolicyStore, ReloadResult
+
+if TYPE_CHECKING:
+    from router.server.jwks import PendingKey
 
 log = logging.getLogger("router.server.app")
 
@@ -137,19 +140,22 @@ class Server:
         *,
         record_later: bool = False,
         arrived: Callable[[], float | None] | None = None,
+        authenticated: bool = False,
     ) -> tuple[int, bytes] | Coroutine[Any, Any, tuple[int, bytes]]:
         """The webhook's status and JSON reply for a read body; a coroutine that gives them
         when the answer waits for the CRM over the network. `url` only when signs_url.
         `record_later`: a reply given at once leaves its metrics and decision-log line to
         `record_answered()`, which the caller runs once the reply is written.
         `arrived`: when the request reached the machine (perf_counter), if the transport can
-        tell; asked only when the answer waits, whose deadline then counts from it."""
+        tell; asked only when the answer waits, whose deadline then counts from it.
+        `authenticated`: the caller checked the credential already."""
         auth = self.auth
-        if auth.webhook_configured and not verify_webhook(
-            auth, headers, body, now=self.clock(), method=method, url=url
-        ):
-            self.metrics.auth_failures.inc()
-            return 401, UNAUTHORIZED
+        if auth.webhook_configured and not authenticated:
+            verdict = verify_webhook(auth, headers, body, now=self.clock(), method=method, url=url)
+            if verdict is not True:
+                if verdict is False:
+                    return self._refuse(headers)
+                return self._answer_once_keyed(verdict, method, url, headers, body, started, arrived)
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -173,6 +179,49 @@ class Server:
                 outcome = dataclasses.replace(outcome, deadline=outcome.deadline - (started - early))
             return self._answer_later(kind, message, outcome, live, started)
         return self._answered(kind, message, outcome, live, started, record_later)
+
+    def _refuse(self, headers: Mapping[str, str]) -> tuple[int, bytes]:
+        self.metrics.auth_failures.labels(refused_scheme(self.auth, headers)).inc()
+        return 401, UNAUTHORIZED
+
+    async def _answer_once_keyed(
+        self,
+        pending: PendingKey,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        started: float,
+        arrived: Callable[[], float | None] | None,
+    ) -> tuple[int, bytes]:
+        """answer_now for a token whose signing key must come from the JWKS first."""
+        if not await self.key_arrived(pending, headers, started):
+            return 401, UNAUTHORIZED
+        answer = self.answer_now(method, url, headers, body, started, arrived=arrived, authenticated=True)
+        return answer if isinstance(answer, tuple) else await answer
+
+    async def key_arrived(self, pending: PendingKey, headers: Mapping[str, str], started: float) -> bool:
+        """Wait for a token's key from the JWKS for at most half the call's deadline (the rest
+        stays the CRM's); a refusal is counted."""
+        live = self.store.live
+        deadline_s = live.policy.settings.deadline_ms / 1000 if live is not None else 4.0
+        if await pending.wait(deadline_s / 2 - (time.perf_counter() - started)):
+            return True
+        self._refuse(headers)
+        return False
+
+    async def authenticate(self, headers: Mapping[str, str], body: bytes, method: str, url: str) -> bool:
+        """Webhook auth for the endpoints beside the webhook (/v1/resolve); refusals counted."""
+        if not self.auth.webhook_configured:
+            return True
+        started = time.perf_counter()
+        verdict = verify_webhook(self.auth, headers, body, now=self.clock(), method=method, url=url)
+        if verdict is True:
+            return True
+        if verdict is False:
+            self._refuse(headers)
+            return False
+        return await self.key_arrived(verdict, headers, started)
 
     async def _answer_later(
         self, kind: str, message: dict[str, Any], pending: Pending, live: Live, started: float
@@ -315,10 +364,13 @@ class Server:
             return json_response(UNAUTHORIZED, 401)
         return await explain_request(self.store, request)
 
+    async def oauth_token(self, request: Request) -> Response:
+        from router.server.oauth import token_endpoint
+
+        return await token_endpoint(request, issuer=self.auth.oauth, metrics=self.metrics, clock=self.clock)
+
     async def resolve(self, request: Request) -> Response:
-        return await resolve_request(
-            request, store=self.store, auth=self.auth, metrics=self.metrics, clock=self.clock
-        )
+        return await resolve_request(request, store=self.store, authenticate=self.authenticate)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -386,6 +438,8 @@ def create_app(server: Server, *, path: str = "/webhook/vapi") -> Starlette:
         Route("/v1/resolve", server.resolve, methods=["POST"]),
         *console_routes(server),
     ]
+    if server.auth.oauth is not None:
+        routes.append(Route("/oauth/token", server.oauth_token, methods=["POST"]))
     app = RouterApp(routes=routes, lifespan=server.lifespan)
     app.webhook_path, app.webhook_endpoint = path, webhook
     return app

@@ -1,55 +1,43 @@
-"""Webhook and admin authentication: Vapi's shared secret, Bearer and HMAC schemes. Pure.
+"""Webhook and admin authentication: every credential Vapi can send (DESIGN §4, §10). Pure.
 
-The clock is passed in; every secret comparison is constant time; nothing here logs.
+Vapi's shared secret and BearerAuthenticationPlan are checked here; the HMAC plan by
+router.hmacauth, OAuth2 tokens by router.oauth (tokens this router issued at its token URL)
+and router.jwks (an authorization server's, on its JWKS). Any configured scheme that passes
+admits. The clock is passed in; every secret comparison is constant time; nothing here logs.
 """
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import functools
 import hmac
-import math
-import re
-import string
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-MAX_HEADER_BYTES = 4096
-ALGORITHMS = ("sha256", "sha512", "sha1")
-ENCODINGS = ("hex", "base64")
-PLACEHOLDERS = ("timestamp", "body", "method", "url")
-# ASCII digits only: float() would also take "1e9", "1_000", " 12", "nan" and Unicode digits.
-_TIMESTAMP = re.compile(rb"[0-9]{1,16}(?:\.[0-9]{1,9})?")
+from router.server.authbase import (
+    MAX_HEADER_BYTES,
+    AuthConfigError,
+    bearer_token,
+    env_bytes,
+    env_options,
+    header,
+    header_name,
+    needs,
+)
+from router.server.hmacauth import HmacConfig, hmac_from_env, hmac_ok
 
+if TYPE_CHECKING:
+    from router.server.jwks import JwksVerifier, PendingKey
+    from router.server.oauth import OAuthIssuer
 
-class AuthConfigError(ValueError):
-    """Bad auth configuration; the message names the variable, never its value."""
-
-
-@dataclass(frozen=True, slots=True)
-class HmacConfig:
-    """An HMAC credential: `header` carries enc(HMAC(secret, payload)), `timestamp_header` unix time."""
-
-    secret: bytes
-    header: str = "x-signature"
-    timestamp_header: str = "x-timestamp"
-    algorithm: str = "sha256"
-    encoding: str = "hex"
-    payload: str = "{timestamp}.{body}"
-    window_s: float = 300.0
-
-    def __post_init__(self) -> None:
-        if not self.secret:
-            raise AuthConfigError("VAPI_HMAC_SECRET must not be empty")
-        if self.algorithm not in ALGORITHMS:
-            raise AuthConfigError(f"VAPI_HMAC_ALGORITHM must be one of {', '.join(ALGORITHMS)}")
-        if self.encoding not in ENCODINGS:
-            raise AuthConfigError(f"VAPI_HMAC_ENCODING must be one of {', '.join(ENCODINGS)}")
-        _template(self.payload)
-        if not (math.isfinite(self.window_s) and self.window_s >= 0):
-            raise AuthConfigError("HMAC replay window must be a finite number of seconds >= 0")
+__all__ = [
+    "MAX_HEADER_BYTES",
+    "AuthConfig",
+    "AuthConfigError",
+    "HmacConfig",
+    "refused_scheme",
+    "verify_admin",
+    "verify_webhook",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,55 +47,76 @@ class AuthConfig:
     secret: bytes | None = None
     hmac: HmacConfig | None = None
     admin_token: bytes | None = None
+    bearer_header: str = "authorization"  # where VAPI_SERVER_SECRET goes besides x-vapi-secret
+    bearer_prefix: bool = True  # "Bearer <secret>"; False: the whole value is the secret
+    oauth: OAuthIssuer | None = None  # tokens from this router's POST /oauth/token
+    jwks: JwksVerifier | None = None  # tokens from an authorization server, checked on its JWKS
 
     def __post_init__(self) -> None:
         # An empty secret would match an empty or bare header: refuse it rather than admit anyone.
         for name, value in (("VAPI_SERVER_SECRET", self.secret), ("ROUTER_ADMIN_TOKEN", self.admin_token)):
             if value is not None and not value:
                 raise AuthConfigError(f"{name} must not be empty")
+        object.__setattr__(self, "bearer_header", header_name(self.bearer_header, "VAPI_BEARER_HEADER"))
 
     @property
     def webhook_configured(self) -> bool:
         """True when at least one webhook scheme is configured."""
-        return self.secret is not None or self.hmac is not None
+        return (
+            self.secret is not None
+            or self.hmac is not None
+            or self.oauth is not None
+            or self.jwks is not None
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AuthConfig:
-        """Read VAPI_SERVER_SECRET, VAPI_HMAC_* and ROUTER_ADMIN_TOKEN; empty counts as unset."""
+        """Read VAPI_SERVER_SECRET, VAPI_BEARER_*, VAPI_HMAC_*, VAPI_OAUTH_*, ROUTER_OAUTH_* and
+        ROUTER_ADMIN_TOKEN; empty counts as unset."""
+        from router.server.jwks import JwksVerifier
+        from router.server.oauth import OAuthIssuer
+
         get = {k: v for k, v in env.items() if v}.get
-        for name in ("VAPI_SERVER_SECRET", "ROUTER_ADMIN_TOKEN"):
+        for name in (
+            "VAPI_SERVER_SECRET",
+            "ROUTER_ADMIN_TOKEN",
+            "ROUTER_OAUTH_CLIENT_ID",
+            "ROUTER_OAUTH_CLIENT_SECRET",
+        ):
             value = get(name)
             # Header values lose surrounding whitespace in transit, so such a token could never match.
             if value is not None and value != value.strip():
                 raise AuthConfigError(f"{name} has leading or trailing whitespace (a stray newline?)")
-        options = {
-            "header": "VAPI_HMAC_HEADER",
-            "timestamp_header": "VAPI_HMAC_TIMESTAMP_HEADER",
-            "algorithm": "VAPI_HMAC_ALGORITHM",
-            "encoding": "VAPI_HMAC_ENCODING",
-            "payload": "VAPI_HMAC_PAYLOAD",
-        }
-        given: dict[str, Any] = {field: v for field, var in options.items() if (v := get(var)) is not None}
-        hmac_secret = get("VAPI_HMAC_SECRET")
-        if hmac_secret is None and given:
-            names = ", ".join(options[field] for field in given)
-            raise AuthConfigError(f"{names} set but VAPI_HMAC_SECRET is not: HMAC would be off")
-        for field in ("algorithm", "encoding"):  # "SHA256" is a spelling, not another algorithm
-            if field in given:
-                given[field] = given[field].lower()
+        secret = env_bytes(get("VAPI_SERVER_SECRET"))
+        bearer = env_options(
+            get, {"bearer_header": "VAPI_BEARER_HEADER"}, {"bearer_prefix": "VAPI_BEARER_PREFIX"}
+        )
+        needs(bearer, secret, "VAPI_SERVER_SECRET", "the Bearer scheme")
         return cls(
-            secret=_env_bytes(get("VAPI_SERVER_SECRET")),
-            hmac=dataclasses.replace(HmacConfig(hmac_secret.encode("utf-8", "surrogateescape")), **given)
-            if hmac_secret is not None
-            else None,
-            admin_token=_env_bytes(get("ROUTER_ADMIN_TOKEN")),
+            secret=secret,
+            hmac=hmac_from_env(get),
+            admin_token=env_bytes(get("ROUTER_ADMIN_TOKEN")),
+            oauth=OAuthIssuer.from_env(get),
+            jwks=JwksVerifier.from_env(get),
+            **{field: value for field, (_, value) in bearer.items()},
         )
 
     def describe(self) -> str:
         """The configured webhook schemes, for a startup line; never any secret."""
-        parts = ["x-vapi-secret/Bearer"] if self.secret is not None else []
+        parts = []
+        if self.secret is not None:
+            if self.bearer_header == "authorization" and self.bearer_prefix:
+                parts.append("x-vapi-secret/Bearer")
+            elif self.bearer_header == "x-vapi-secret" and not self.bearer_prefix:
+                parts.append("x-vapi-secret")
+            else:
+                parts.append(f"x-vapi-secret/{self.bearer_header}{'' if self.bearer_prefix else ' (raw)'}")
         if (h := self.hmac) is not None:
             parts.append(f"HMAC {h.algorithm} {h.encoding} in {h.header}")
+        if self.oauth is not None:
+            parts.append("OAuth2 tokens from POST /oauth/token")
+        if self.jwks is not None:
+            parts.append(f"OAuth2 JWTs from {self.jwks.issuer}")
         return ", ".join(parts) or "none"
 
 
@@ -119,111 +128,65 @@ def verify_webhook(
     now: float,
     method: str = "POST",
     url: str = "",
-) -> bool:
-    """True when any configured scheme admits the request (or none is configured)."""
+) -> bool | PendingKey:
+    """True when any configured scheme admits the request (or none is configured). A token
+    that needs a key not yet fetched from the JWKS gives a PendingKey to await instead."""
     if not config.webhook_configured:
         return True
-    if config.hmac is not None and _hmac_ok(config.hmac, headers, body, now, method, url):
+    if config.hmac is not None and hmac_ok(config.hmac, headers, body, now, method, url):
         return True
-    if config.secret is None:
+    if config.secret is not None and _secret_ok(config, headers, config.secret):
+        return True
+    if config.oauth is None and config.jwks is None:
         return False
-    legacy = _header(headers, "x-vapi-secret")
-    if legacy is not None and hmac.compare_digest(legacy, config.secret):
+    token = bearer_token(headers)
+    if token is None:
+        return False
+    if config.oauth is not None and config.oauth.verify(token, now):
         return True
-    return _bearer_ok(headers, config.secret)
+    return config.jwks.verify(token, now) if config.jwks is not None else False
 
 
 def verify_admin(config: AuthConfig, headers: Mapping[str, str]) -> bool:
     """True when `Authorization: Bearer <ROUTER_ADMIN_TOKEN>` matches; False if no token is set."""
-    return config.admin_token is not None and _bearer_ok(headers, config.admin_token)
-
-
-def _env_bytes(value: str | None) -> bytes | None:
-    # os.environ decodes with surrogateescape; this gives back the bytes that were in the environment.
-    return None if value is None else value.encode("utf-8", "surrogateescape")
-
-
-def _header(headers: Mapping[str, str], name: str) -> bytes | None:
-    """The raw bytes of the one value of header `name`; None if absent, repeated or oversized."""
-    received: list[tuple[bytes, bytes]] | None = getattr(headers, "raw", None)
-    if received is not None:  # Starlette's Headers: the bytes as received, without decoding them
-        return _raw_header(received, name.encode("latin-1"))
-    found: str | None = None
-    for key, value in headers.items():  # Starlette's items() yields every repeat of a header
-        if key.lower() == name:
-            if found is not None:
-                return None
-            found = value
-    if found is None or len(found) > MAX_HEADER_BYTES:
-        return None
-    # RFC 9110 §5.5: surrounding whitespace is not part of a field value; h11 strips it,
-    # httptools keeps trailing whitespace, so strip here to answer alike on both.
-    found = found.strip(" \t")
-    try:  # servers decode header bytes as latin-1, so this round-trips what was on the wire
-        raw = found.encode("latin-1")
-    except UnicodeEncodeError:
-        raw = found.encode("utf-8", "surrogatepass")
-    return raw if len(raw) <= MAX_HEADER_BYTES else None
-
-
-def _raw_header(raw: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    """_header on (name, value) byte pairs: the same answer, without the latin-1 round trip."""
-    found: bytes | None = None
-    for key, value in raw:
-        if key.lower() == name:
-            if found is not None:
-                return None
-            found = value
-    if found is None or len(found) > MAX_HEADER_BYTES:
-        return None
-    return found.strip(b" \t")  # as _header strips, for the same reason
-
-
-def _bearer_ok(headers: Mapping[str, str], token: bytes) -> bool:
-    value = _header(headers, "authorization")
-    # The scheme word is public and case-insensitive (RFC 9110); only the token is secret.
-    if value is None or value[:7].lower() != b"bearer ":
+    if config.admin_token is None:
         return False
-    return hmac.compare_digest(value[7:], token)
+    token = bearer_token(headers)
+    return token is not None and hmac.compare_digest(token, config.admin_token)
 
 
-@functools.cache
-def _template(payload: str) -> tuple[tuple[bytes, str | None], ...]:
-    """The payload format as (literal, placeholder) pairs, so signing works on raw bytes."""
-    allowed = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
-    try:
-        parsed = list(string.Formatter().parse(payload))
-    except ValueError:
-        raise AuthConfigError(
-            "VAPI_HMAC_PAYLOAD has an unmatched brace (write {{ or }} for a literal one)"
-        ) from None
-    fields = [f for _, f, _, _ in parsed if f is not None]
-    if any(f not in PLACEHOLDERS for f in fields) or any(s or c for _, f, s, c in parsed if f is not None):
-        raise AuthConfigError(f"VAPI_HMAC_PAYLOAD may use only the placeholders {allowed}")
-    # Without both, a replayed or altered body would still verify.
-    if "body" not in fields or "timestamp" not in fields:
-        raise AuthConfigError("VAPI_HMAC_PAYLOAD must include {timestamp} and {body}")
-    return tuple((literal.encode(), f) for literal, f, _, _ in parsed)
+def refused_scheme(config: AuthConfig, headers: Mapping[str, str]) -> str:
+    """The `scheme` label of a refused webhook request: the configured schemes whose credential
+    it carried, in the order bearer, hmac, oauth2, joined by "+"; "none" when it carried none.
+    A JWT in `Authorization: Bearer` counts as OAuth2's when OAuth2 is configured."""
+    tried = []
+    token = bearer_token(headers)
+    oauth = config.oauth is not None or config.jwks is not None
+    jwt = oauth and token is not None and token.count(b".") == 2
+    authorization_is_bearer = False
+    if config.secret is not None:
+        own = header(headers, config.bearer_header)
+        if own is not None and config.bearer_header == "authorization":
+            own = None if jwt else own
+            authorization_is_bearer = own is not None
+        if own is not None or header(headers, "x-vapi-secret") is not None:
+            tried.append("bearer")
+    if config.hmac is not None and header(headers, config.hmac.header) is not None:
+        tried.append("hmac")
+    if oauth and token is not None and not authorization_is_bearer:
+        tried.append("oauth2")
+    return "+".join(tried) or "none"
 
 
-def _hmac_ok(
-    cfg: HmacConfig, headers: Mapping[str, str], body: bytes, now: float, method: str, url: str
-) -> bool:
-    signature = _header(headers, cfg.header.lower())
-    stamp = _header(headers, cfg.timestamp_header.lower())
-    if signature is None or stamp is None or not _TIMESTAMP.fullmatch(stamp):
+def _secret_ok(config: AuthConfig, headers: Mapping[str, str], secret: bytes) -> bool:
+    legacy = header(headers, "x-vapi-secret")
+    if legacy is not None and hmac.compare_digest(legacy, secret):
+        return True
+    value = header(headers, config.bearer_header)
+    if value is None:
         return False
-    seconds = float(stamp)
-    if seconds > 1e12:  # Vapi's unit is unverified: accept milliseconds too
-        seconds /= 1000
-    if abs(seconds - now) > cfg.window_s:
-        return False
-    values = {"timestamp": stamp, "body": body, "method": method.encode(), "url": url.encode()}
-    message = b"".join(literal + (values[f] if f else b"") for literal, f in _template(cfg.payload))
-    digest = hmac.new(cfg.secret, message, cfg.algorithm).digest()
-    prefix = cfg.algorithm.encode() + b"="
-    if signature[: len(prefix)].lower() == prefix:
-        signature = signature[len(prefix) :]
-    if cfg.encoding == "hex":
-        return hmac.compare_digest(signature.lower(), digest.hex().encode())
-    return hmac.compare_digest(signature, base64.b64encode(digest))
+    if config.bearer_prefix:
+        if value[:7].lower() != b"bearer ":
+            return False
+        value = value[7:]
+    return hmac.compare_digest(value, secret)

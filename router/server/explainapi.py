@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, get_args
@@ -15,9 +15,7 @@ from starlette.responses import Response
 from router.runtime.decide import answer_fallback, explain_answer
 from router.runtime.facts import facts_from_call
 from router.runtime.model import CrmStatus
-from router.server.auth import AuthConfig, verify_webhook
 from router.server.http import BodyTooLarge, read_body
-from router.server.metrics import Metrics
 from router.server.service import base_facts, decide, lookup_crm
 from router.server.store import PolicyStore
 
@@ -87,7 +85,10 @@ async def explain_request(store: PolicyStore, request: Request) -> Response:
 
 
 async def resolve_request(
-    request: Request, *, store: PolicyStore, auth: AuthConfig, metrics: Metrics, clock: Callable[[], float]
+    request: Request,
+    *,
+    store: PolicyStore,
+    authenticate: Callable[[Mapping[str, str], bytes, str, str], Awaitable[bool]],
 ) -> Response:
     """The assistant/squad/workflow part of a decision for Vapi's POST /call (outbound)."""
     started = time.perf_counter()
@@ -95,10 +96,7 @@ async def resolve_request(
         raw = await read_body(request)
     except BodyTooLarge:
         return _json({"error": "body too large"}, 413)
-    if auth.webhook_configured and not verify_webhook(
-        auth, request.headers, raw, now=clock(), method=request.method, url=str(request.url)
-    ):
-        metrics.auth_failures.inc()
+    if not await authenticate(request.headers, raw, request.method, str(request.url)):
         return _json({"error": "unauthorized"}, 401)
     try:
         data = orjson.loads(raw)

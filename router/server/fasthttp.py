@@ -10,8 +10,8 @@ Everything else keeps uvicorn's own path: other paths and methods, a request pip
 behind one still being answered, a connection whose writes are paused, a `root_path`,
 `limit_concurrency`, an HMAC that signs the URL. The one change on every path is the
 keep-alive timer (`on_response_complete`): the same rule, one timer per idle stretch. An
-answer that waits for an HTTP CRM is handed to a uvicorn request cycle, which keeps pipelined
-requests in order and knows when the client has gone.
+answer that waits for an HTTP CRM (or for a token's key from a JWKS) is handed to a uvicorn
+request cycle, which keeps pipelined requests in order and knows when the client has gone.
 
 Replies are held until the event loop has read every connection that was ready, then
 written together (`_Held`). On loopback with many connections, a reply written the moment

@@ -83,7 +83,10 @@ class Metrics:
             "router_crm_lookup_seconds", "CRM lookup time", buckets=_SLOW, registry=r
         )
         self.auth_failures = Counter(
-            "router_auth_failures_total", "Webhook requests refused with 401", registry=r
+            "router_auth_failures_total",
+            "Requests refused with 401, by the scheme(s) whose credential they carried",
+            ["scheme"],
+            registry=r,
         )
         self.policy_info = Gauge(
             "router_policy_info",

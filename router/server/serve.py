@@ -69,7 +69,15 @@ def build_server(options: ServeOptions, env: dict[str, str] | None = None) -> Se
         if shadow is not None:
             server.startup_hooks.append(lambda s: watch(shadow))
     server.startup_hooks.append(_sighup)
+    if auth.jwks is not None:
+        server.startup_hooks.append(_jwks_keys)
     return server
+
+
+async def _jwks_keys(server: Server) -> None:
+    """Fetch the JWKS at start (calls that come first join the fetch); close its client at the end."""
+    if server.auth.jwks is not None:
+        await server.auth.jwks.keep()
 
 
 async def _sighup(server: Server) -> None:
@@ -116,11 +124,20 @@ def run(options: ServeOptions) -> int:
         return 2
     if not auth.webhook_configured and not options.insecure:
         print(
-            "vapi-router serve: no webhook auth configured. Set VAPI_SERVER_SECRET (x-vapi-secret or Bearer) "
-            "and/or VAPI_HMAC_SECRET, or pass --insecure for local testing.",
+            "vapi-router serve: no webhook auth configured. Set VAPI_SERVER_SECRET (x-vapi-secret or "
+            "Bearer), VAPI_HMAC_SECRET, ROUTER_OAUTH_CLIENT_ID/_CLIENT_SECRET/_SIGNING_KEY (the router "
+            "as token URL) or VAPI_OAUTH_JWKS_URL/_ISSUER/_AUDIENCE, or pass --insecure for local testing.",
             file=sys.stderr,
         )
         return 2
+    if auth.hmac is not None and not auth.hmac.include_timestamp:
+        print(
+            "vapi-router serve: warning: VAPI_HMAC_INCLUDE_TIMESTAMP is false, so replay protection is off: "
+            "a captured request can be sent again"
+            + (" (with another message id)" if auth.hmac.message_id_header else "")
+            + " and is admitted.",
+            file=sys.stderr,
+        )
     for path in filter(None, (options.policy, options.shadow)):
         loaded = lint_path(Path(path))
         if loaded.policy is None:
