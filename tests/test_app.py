@@ -521,7 +521,7 @@ def test_healthz_and_readyz(srv: InProcess, client: httpx.Client) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200
     data = ready.json()
-    assert set(data) == {"version", "loaded_at", "last_reload_ok", "errors"}
+    assert set(data) == {"version", "loaded_at", "last_reload_ok", "errors", "problems"}
     assert isinstance(data["version"], str) and data["version"]
     assert data["last_reload_ok"] is True and data["errors"] == []
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+\+00:00", data["loaded_at"])
@@ -640,6 +640,10 @@ def test_reload(tmp_path: Path) -> None:
         ready = client.get("/readyz").json()
         assert ready["version"] == old["version"] and ready["last_reload_ok"] is False
         assert ready["errors"] == errors
+        assert [
+            f"{p['file']}:{p['line']}:{p['column']}: error: {p['message']} [{p['code']}]"
+            for p in ready["problems"]
+        ] == errors
         samples = srv.metrics(client)
         assert metric(samples, "router_policy_last_reload_successful") == 0
         assert metric(samples, "router_policy_reloads_total", result="failure") == 1

@@ -901,7 +901,7 @@ def test_webhooks_metrics_and_readiness_alternate_on_one_connection(srv: InProce
     assert ready.status == 200 and ready.names == JSON_HEADER_NAMES
     check_default_headers(ready)
     state = ready.json()
-    assert set(state) == {"version", "loaded_at", "last_reload_ok", "errors"}
+    assert set(state) == {"version", "loaded_at", "last_reload_ok", "errors", "problems"}
     assert (state["last_reload_ok"], state["errors"]) == (True, [])
     # the webhook answered between the two scrapes was counted, once
     decided = [

@@ -47,7 +47,7 @@ from serverutil import SECRET, InProcess, Subprocess, metric, parse_metrics
 import router.server.store as store_module
 from router.server.watcher import DEBOUNCE_MS
 
-READY_KEYS = {"version", "loaded_at", "last_reload_ok", "errors"}
+READY_KEYS = {"version", "loaded_at", "last_reload_ok", "errors", "problems"}
 
 
 def ready(client: httpx.Client) -> dict[str, Any]:
@@ -154,6 +154,16 @@ def test_post_reload_answers_200_with_the_version_or_422_with_the_problems(tmp_p
             assert [PROBLEM.fullmatch(e) is not None for e in data["errors"]] == [True], data
             assert data["errors"][0].startswith(f"{srv.policy_path}:{line}:{col}: error: "), data
             assert data["errors"][0].endswith(f"[{code}]")
+            # the same problem as a positioned value, through the forked check and back
+            (problem,) = data["problems"]
+            assert (problem["file"], problem["line"], problem["column"], problem["code"]) == (
+                str(srv.policy_path),
+                line,
+                col,
+                code,
+            ), data
+            assert problem["severity"] == "error" and problem["message"] in data["errors"][0]
+            assert ready(client)["problems"] == data["problems"]
             assert srv.post_webhook(client, call()).json() == expected(2)
 
         assert client.post("/-/reload").status_code == 401

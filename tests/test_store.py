@@ -18,6 +18,7 @@ from reloadutil import BROKEN, broken, versioned
 
 import router.server.store as store_module
 from router.crm.clients import FileCrm, HttpCrm
+from router.errors import PolicyError
 from router.policy.loader import read_texts
 from router.server.store import PolicyStore, ReloadResult, check_in_child
 
@@ -80,8 +81,9 @@ def test_an_invalid_edit_never_goes_live(tmp_path: Path, kind: str) -> None:
     assert store.live is good and store.last_success_at == success_at
     assert not store.last_reload_ok and store.errors == result.problems
     assert len(result.problems) == 1
-    assert result.problems[0].startswith(f"{policy}:{line}:{col}: error: ")
-    assert result.problems[0].endswith(f"[{code}]")
+    (problem,) = result.problems  # a positioned value, not a string
+    assert (problem.file, problem.line, problem.column, problem.code) == (str(policy), line, col, code)
+    assert str(problem).startswith(f"{policy}:{line}:{col}: error: ")
 
     policy.write_text(versioned(3), encoding="utf-8")
     recovered = asyncio.run(store.reload())
@@ -108,7 +110,7 @@ def test_a_missing_policy_path_fails_and_keeps_the_old_policy(tmp_path: Path) ->
     policy.unlink()
     result = asyncio.run(store.reload())
     assert not result.ok and store.live is good
-    assert result.problems == (f"{policy}:1:1: error: no such file or directory [no-file]",)
+    assert [str(p) for p in result.problems] == [f"{policy}:1:1: error: no such file or directory [no-file]"]
 
 
 def test_a_crm_file_that_disappears_fails_the_reload_at_its_position(tmp_path: Path) -> None:
@@ -121,7 +123,7 @@ def test_a_crm_file_that_disappears_fails_the_reload_at_its_position(tmp_path: P
     policy.write_text(versioned(2, crm="crm:\n  file: crm.csv\n"), encoding="utf-8")
     result = asyncio.run(store.reload())
     assert not result.ok and store.live is good
-    assert result.problems[0].startswith(f"{policy}:4:9: error: crm.file ")
+    assert str(result.problems[0]).startswith(f"{policy}:4:9: error: crm.file ")
 
 
 def test_an_edit_of_the_embedded_crm_file_alone_is_reloaded(tmp_path: Path) -> None:
@@ -191,7 +193,9 @@ def test_the_check_child_answers_plain_data_or_problems(tmp_path: Path) -> None:
     bad = orjson.loads(check_in_child(read_texts(policy)) or b"null")
     assert bad == {
         "ok": False,
-        "problems": [f'{policy}:9:20: error: "+1415x" is not a possible phone number [bad-number]'],
+        "problems": [
+            PolicyError(str(policy), 9, 20, '"+1415x" is not a possible phone number', "bad-number").as_dict()
+        ],
     }
 
 
@@ -207,7 +211,8 @@ def test_a_check_that_outlasts_its_time_limit_is_killed_and_reported(
     answer = orjson.loads(check_in_child(read_texts(policy), timeout_s=0.2) or b"null")
     assert time.monotonic() - started < 5
     message = "checking the policy took longer than 0.2 s; it was not loaded"
-    assert answer == {"ok": False, "problems": [f"{policy}:1:1: error: {message} [check-timeout]"]}
+    problem = PolicyError(str(policy), 1, 1, message, "check-timeout")
+    assert answer == {"ok": False, "problems": [problem.as_dict()]}
     assert set(_children()) <= before  # killed and reaped
 
 
@@ -246,7 +251,7 @@ def test_a_fault_while_compiling_fails_the_reload_not_the_server(
     result = asyncio.run(store.reload())
     message = "internal error while loading the policy: KeyError: 'a bug'"
     assert not result.ok and store.live is good
-    assert result.problems == (f"{policy}:1:1: error: {message} [internal]",)
+    assert [str(p) for p in result.problems] == [f"{policy}:1:1: error: {message} [internal]"]
     monkeypatch.undo()
     assert asyncio.run(store.reload()).changed
 

@@ -202,9 +202,9 @@ def test_an_invalid_edit_is_a_failed_reload_and_the_next_good_one_recovers(tmp_p
                 assert time.monotonic() < end
                 await asyncio.sleep(0.01)
             assert store.live is good
-            assert store.errors == (
-                f'{policy}:10:11: error: unknown target "dsek" (did you mean "desk"?) [unknown-target]',
-            )
+            assert [str(p) for p in store.errors] == [
+                f'{policy}:10:11: error: unknown target "dsek" (did you mean "desk"?) [unknown-target]'
+            ]
             await until_live(store, version_after(store, lambda: policy.write_text(versioned(4))))
             assert store.last_reload_ok and store.errors == ()
 

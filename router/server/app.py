@@ -336,7 +336,8 @@ class Server:
             "version": live.policy.version if live else None,
             "loaded_at": datetime.fromtimestamp(live.loaded_at, UTC).isoformat() if live else None,
             "last_reload_ok": self.store.last_reload_ok,
-            "errors": list(self.store.errors),
+            "errors": [str(p) for p in self.store.errors],
+            "problems": [p.as_dict() for p in self.store.errors],
         }
         return json_response(data, 200 if live else 503)
 
@@ -357,7 +358,14 @@ class Server:
                 os.kill(os.getppid(), signal.SIGHUP)
         if result.ok:
             return json_response({"version": result.version, "changed": result.changed})
-        return json_response({"version": result.version, "errors": list(result.problems)}, 422)
+        return json_response(
+            {
+                "version": result.version,
+                "errors": [str(p) for p in result.problems],
+                "problems": [p.as_dict() for p in result.problems],
+            },
+            422,
+        )
 
     async def explain(self, request: Request) -> Response:
         if not self._admin(request):

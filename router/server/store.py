@@ -53,7 +53,7 @@ class Live:
 class ReloadResult:
     ok: bool
     version: str
-    problems: tuple[str, ...] = ()
+    problems: tuple[PolicyError, ...] = ()  # positioned values, up to /readyz and /-/reload
     changed: bool = True
 
 
@@ -157,7 +157,7 @@ class PolicyStore:
         self.live: Live | None = None
         self.last_reload_ok = False
         self.last_success_at = 0.0
-        self.errors: tuple[str, ...] = ()
+        self.errors: tuple[PolicyError, ...] = ()
         self.reloads = 0
         self._lock = asyncio.Lock()
 
@@ -170,7 +170,7 @@ class PolicyStore:
             return exc
 
     def _apply(
-        self, loaded: Loaded, built: Live | Exception | None, reported: tuple[str, ...] = ()
+        self, loaded: Loaded, built: Live | Exception | None, reported: tuple[PolicyError, ...] = ()
     ) -> ReloadResult:
         """Swap to `built` if it is a Live policy; otherwise record the failure and keep serving."""
         if isinstance(built, Live) and loaded.policy is not None:
@@ -187,7 +187,7 @@ class PolicyStore:
             elif isinstance(built, Exception):
                 problems = (_crm_problem(loaded, built),)
             else:
-                problems = tuple(str(p) for p in loaded.errors or loaded.problems)
+                problems = tuple(loaded.errors or loaded.problems)
             self.last_reload_ok, self.errors = False, problems
             result = ReloadResult(
                 False, self.live.policy.version if self.live else "", problems, changed=False
@@ -203,7 +203,7 @@ class PolicyStore:
             log.error(
                 "policy reload failed; keeping %s:\n%s",
                 result.version or "nothing",
-                "\n".join(result.problems),
+                "\n".join(str(p) for p in result.problems),
             )
         if self.on_change is not None:
             self.on_change(self, result)
@@ -246,7 +246,7 @@ class PolicyStore:
 
     def _compile_checked(
         self, raw: bytes | None, texts: list[tuple[str, str]], version: str
-    ) -> tuple[Loaded, tuple[str, ...], Live | Exception | None]:
+    ) -> tuple[Loaded, tuple[PolicyError, ...], Live | Exception | None]:
         """The child's answer -> (Loaded, problems it reported, Live to swap in); in a thread.
         A fault in checking or compiling (a bug) fails this reload, never the server."""
         with _gc_paused(), _prompt_handover():
@@ -256,17 +256,17 @@ class PolicyStore:
                 log.exception("checking or compiling the policy failed")
                 message = f"internal error while loading the policy: {type(exc).__name__}: {exc}"
                 problem = PolicyError(texts[0][0] if texts else str(self.path), 1, 1, message, "internal")
-                return Loaded((), (), None, version), (str(problem),), None
+                return Loaded((), (), None, version), (problem,), None
 
     def _compile_payload(
         self, raw: bytes | None, texts: list[tuple[str, str]], version: str
-    ) -> tuple[Loaded, tuple[str, ...], Live | Exception | None]:
+    ) -> tuple[Loaded, tuple[PolicyError, ...], Live | Exception | None]:
         if raw is None:  # no fork here, or the child died: do the same work in this thread
             loaded = lint_texts(texts)
             return loaded, (), self._build(loaded)
         payload = orjson.loads(raw)
         if not payload["ok"]:
-            return Loaded((), (), None, version), tuple(payload["problems"]), None
+            return Loaded((), (), None, version), tuple(PolicyError(**p) for p in payload["problems"]), None
         docs = tuple(
             document_from_data(name, data, text)
             for (name, text), data in zip(texts, payload["data"], strict=True)
@@ -330,7 +330,7 @@ def _child(texts: list[tuple[str, str]], conn: Connection) -> None:
         if loaded.errors or not loaded.docs:
             payload: dict[str, Any] = {
                 "ok": False,
-                "problems": [str(p) for p in loaded.errors or loaded.problems],
+                "problems": [p.as_dict() for p in loaded.errors or loaded.problems],
             }
         else:
             payload = {"ok": True, "data": [d.data for d in loaded.docs], "crm_file": loaded.crm_file}
@@ -363,7 +363,7 @@ def check_in_child(texts: list[tuple[str, str]], *, timeout_s: float = CHECK_TIM
             message = f"checking the policy took longer than {timeout_s:g} s; it was not loaded"
             problem = PolicyError(texts[0][0] if texts else "?", 1, 1, message, "check-timeout")
             log.error("%s", problem)
-            return orjson.dumps({"ok": False, "problems": [str(problem)]})
+            return orjson.dumps({"ok": False, "problems": [problem.as_dict()]})
         return receive.recv_bytes()
     except EOFError:
         process.join(5)
@@ -374,13 +374,11 @@ def check_in_child(texts: list[tuple[str, str]], *, timeout_s: float = CHECK_TIM
         process.join(5)
 
 
-def _crm_problem(loaded: Loaded, exc: Exception) -> str:
+def _crm_problem(loaded: Loaded, exc: Exception) -> PolicyError:
     for doc in loaded.docs:
         if isinstance(doc.data, dict) and "crm" in doc.data:
-            return str(doc.error("/crm", f"crm cannot be used: {exc}", "crm-config"))
-    return str(
-        PolicyError(str(loaded.docs[0].file if loaded.docs else "?"), 1, 1, f"crm: {exc}", "crm-config")
-    )
+            return doc.error("/crm", f"crm cannot be used: {exc}", "crm-config")
+    return PolicyError(str(loaded.docs[0].file if loaded.docs else "?"), 1, 1, f"crm: {exc}", "crm-config")
 
 
 def _close_later(crm: CrmClient) -> None:
