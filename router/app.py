@@ -30,6 +30,7 @@ from starlette.types import Receive, Scope, Send
 from router import phone
 from router.auth import AuthConfig, verify_admin, verify_webhook
 from router.capture import Capture
+from router.connguard import ConnectionLimits
 from router.decisionlog import DecisionLog, timestamp
 from router.metrics import FLUSH_S, Metrics
 from router.service import Outcome, Pending, decide, decide_now
@@ -411,6 +412,7 @@ class Server:
 
     startup_hooks: list[Callable[[Server], Any]] = field(default_factory=list)
     workers: int = 1
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)  # head/body timeouts, cap
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     # (kind, call id, outcome, policy version, seconds): answered, not yet in metrics or the log
     _unrecorded: list[tuple[str, str | None, Outcome, str, float]] = field(default_factory=list)

@@ -37,6 +37,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from router.app import _TOO_LARGE, MAX_BODY, RouterApp, Server, send_json
+from router.connguard import BODY, HEAD, IDLE, ConnectionLimits, guard_for
 
 _JSON_HEADERS = b"content-type: application/json\r\n"
 # struct tcp_info (linux/tcp.h): 8 one-byte fields, then u32s from rto on;
@@ -135,6 +136,11 @@ class WebhookProtocol(HttpToolsProtocol):
         if held is None:
             held = _HELD[self.loop] = _Held(self.loop)
         self._held = held
+        # head and body timeouts, the connection cap (router.connguard)
+        limits = router.webhook_endpoint.server.limits if router and router.webhook_endpoint else None
+        self._guard = guard_for(self.loop, limits or ConnectionLimits())
+        self.guard_phase = IDLE
+        self.guard_since = 0.0
 
     # ------------------------------------------------------------ held replies
 
@@ -170,7 +176,24 @@ class WebhookProtocol(HttpToolsProtocol):
         self.release()
         super().timeout_keep_alive_handler()
 
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._guard.opened(self)
+
+    def guard_busy(self) -> bool:
+        """Whether an answer is being worked out here (a whole request is in): not to be cut off."""
+        cycle = self.cycle
+        return bool(self.pipeline) or (
+            cycle is not None and not cycle.response_complete and not cycle.more_body
+        )
+
+    def guard_close(self) -> None:
+        """A head or body timeout, or room made for a newer connection: close at once."""
+        self.release()
+        self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._guard.lost(self)
         self._replies = []  # nobody to read them
         if self._idle_timer is not None:
             self._idle_timer.cancel()
@@ -219,11 +242,13 @@ class WebhookProtocol(HttpToolsProtocol):
     # ------------------------------------------------------------ parser callbacks
 
     def on_message_begin(self) -> None:
+        self.guard_phase, self.guard_since = HEAD, self._guard.now
         self._fast = self._discard = False
         self._idle_since = None  # not idle (also for a request pipelined behind a fast reply)
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
+        self.guard_phase, self.guard_since = BODY, self._guard.now
         if self._takes_fast_path():
             self._begin_fast()
             return
@@ -242,6 +267,7 @@ class WebhookProtocol(HttpToolsProtocol):
         self._chunks.append(body)
 
     def on_message_complete(self) -> None:
+        self.guard_phase, self.guard_since = IDLE, self._guard.now
         if self._discard:
             return
         if not self._fast:
