@@ -271,6 +271,7 @@ class Compiler:
             fields=dict(http.get("fields") or {}),
             timeout_ms=int(raw.get("timeout_ms", 1000)),
             cache_ttl_s=float(raw.get("cache_ttl_s", 300)),
+            max_body_bytes=int(raw.get("max_body_bytes", 1024 * 1024)),
         )
 
     def policy(self, version: str) -> Policy:

@@ -23,8 +23,8 @@ from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 import httpx
-import orjson
 
+from router.crmbody import ACCEPT_ENCODING, MAX_BODY_BYTES, NOT_JSON, BodyRefused, parse_json, read_capped
 from router.document import parse_document, pointer_of
 from router.errors import PolicyError
 from router.facts import scalar_text
@@ -245,6 +245,7 @@ class HttpCrm:
         fields: Mapping[str, str] | None = None,
         timeout_ms: int = 1000,
         cache_ttl_s: float = 300,
+        max_body_bytes: int = MAX_BODY_BYTES,
         env: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -253,7 +254,10 @@ class HttpCrm:
         if probe.scheme not in ("http", "https") or not probe.host:
             raise ValueError("the CRM url must be an absolute http:// or https:// URL")
         environ = os.environ if env is None else env
-        sent = httpx.Headers({"user-agent": "vapi-router", "accept": "application/json"})
+        sent = httpx.Headers(
+            # only the encodings crmbody decodes under its size cap
+            {"user-agent": "vapi-router", "accept": "application/json", "accept-encoding": ACCEPT_ENCODING}
+        )
         sent.update(
             {name: _ENV_REF.sub(lambda m: _env(environ, m[1]), v) for name, v in (headers or {}).items()}
         )
@@ -263,6 +267,7 @@ class HttpCrm:
         self._timeout_s = timeout_ms / 1000
         self._timed_out = f"timed out after {timeout_ms} ms"
         self._ttl = cache_ttl_s
+        self._max_body = max_body_bytes
         self._clock = clock
         self._cache: dict[str, tuple[float, CrmRecord]] = {}  # insertion order = age
         self._inflight: dict[str, asyncio.Task[CrmRecord]] = {}
@@ -348,15 +353,22 @@ class HttpCrm:
     async def _fetch(self, number: str, deadline: float) -> CrmRecord:
         url = self._url.replace("${caller}", quote(number, safe=""))
         try:
-            async with asyncio.timeout_at(deadline):  # httpx's timeouts are per phase, not overall
-                response = await self._client.get(url)
+            async with (
+                asyncio.timeout_at(deadline),  # httpx's timeouts are per phase, not overall
+                self._client.stream("GET", url) as response,
+            ):
+                data = None
+                if 200 <= response.status_code < 300:  # only a 2xx body is read: under a cap (crmbody)
+                    data = await parse_json(await read_capped(response, self._max_body))
         except (TimeoutError, httpx.TimeoutException):
             return CrmRecord("timeout", reason=self._timed_out)
         except httpx.HTTPError as exc:
             return CrmRecord("error", reason=_failure(exc))
+        except BodyRefused as exc:
+            return CrmRecord("error", reason=str(exc))
         except Exception as exc:  # whatever goes wrong, the call must still be routed
             return CrmRecord("error", reason=type(exc).__name__)
-        record = self._read(response)
+        record = self._read(response, data)
         if record.status != "error" and self._ttl > 0:
             self._cache.pop(number, None)
             if len(self._cache) >= CACHE_SIZE:
@@ -364,14 +376,12 @@ class HttpCrm:
             self._cache[number] = (self._clock() + self._ttl, record)
         return record
 
-    def _read(self, response: httpx.Response) -> CrmRecord:
+    def _read(self, response: httpx.Response, data: Any) -> CrmRecord:
         if response.status_code == 404:
             return NOT_FOUND
         if not 200 <= response.status_code < 300:
             return CrmRecord("error", reason=f"HTTP {response.status_code}")
-        try:
-            data = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
+        if data is NOT_JSON:
             return CrmRecord("error", reason="body is not JSON")
         tags = _dig(data, self._tags) if self._tags else None
         if not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):

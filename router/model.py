@@ -559,6 +559,7 @@ class CrmSettings:
     fields: Mapping[str, str] = field(default_factory=dict)
     timeout_ms: int = 1000
     cache_ttl_s: float = 300.0
+    max_body_bytes: int = 1024 * 1024  # a CRM answer, decompressed
 
 
 @dataclass(frozen=True, slots=True)

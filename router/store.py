@@ -83,6 +83,7 @@ def make_crm(policy: Policy, env: Mapping[str, str]) -> CrmClient | None:
         fields=s.fields,
         timeout_ms=s.timeout_ms,
         cache_ttl_s=s.cache_ttl_s,
+        max_body_bytes=s.max_body_bytes,
         env=env,
     )
 
