@@ -36,7 +36,7 @@ from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
-from router.app import _TOO_LARGE, MAX_BODY, RouterApp, Server, send_json
+from router.app import _TOO_LARGE, ARRIVED, MAX_BODY, RouterApp, Server, send_json
 from router.connguard import BODY, HEAD, IDLE, ConnectionLimits, guard_for
 
 _JSON_HEADERS = b"content-type: application/json\r\n"
@@ -126,6 +126,7 @@ class WebhookProtocol(HttpToolsProtocol):
         self._size = 0
         self._keep_alive = True
         self._started = 0.0
+        self._began = 0.0
         # replies written by this protocol and not yet handed to the transport (_Held)
         self._replies: list[bytes] = []
         # keep-alive: since when the connection has been idle (None: a request is under way),
@@ -243,6 +244,7 @@ class WebhookProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         self.guard_phase, self.guard_since = HEAD, self._guard.now
+        self._began = time.perf_counter()  # a pipelined call's deadline counts from here (ARRIVED)
         self._fast = self._discard = False
         self._idle_since = None  # not idle (also for a request pipelined behind a fast reply)
         super().on_message_begin()
@@ -253,6 +255,9 @@ class WebhookProtocol(HttpToolsProtocol):
             self._begin_fast()
             return
         super().on_headers_complete()
+        if self.pipeline:  # queued behind a request still being answered: note when it came
+            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+            extensions[ARRIVED] = self._began
 
     def on_body(self, body: bytes) -> None:
         if self._discard:

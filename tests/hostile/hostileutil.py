@@ -42,7 +42,9 @@ def policy(crm_url: str | None = None, *, deadline_ms: int = 1000, timeout_ms: i
         f"""routes:
   - id: local
     when: {{caller: "+1415555*"}}
-    then: {{assistantId: {SAFE}}}
+    then:
+      assistantId: {SAFE}
+      assistantOverrides: {{variableValues: {{call: "${{call.id}}"}}}}
   - id: vip
     when: {{tags: [vip]}}
     then: {{assistantId: {VIP}}}
@@ -299,3 +301,31 @@ class HostileCrm:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+def post_bytes(body: bytes, headers: dict[str, str]) -> bytes:
+    """One webhook POST as raw HTTP/1.1 bytes (keep-alive)."""
+    head = f"POST {WEBHOOK} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {len(body)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() != "content-length")
+    return head.encode() + b"\r\n" + body
+
+
+def read_responses(sock: socket.socket, n: int) -> list[tuple[int, bytes, float]]:
+    """The next `n` responses on `sock` (content-length framed): (status, body, perf_counter when complete)."""
+    out: list[tuple[int, bytes, float]] = []
+    data = b""
+    while len(out) < n:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {len(out)} responses"
+            data += chunk
+        top, _, data = data.partition(b"\r\n\r\n")
+        lines = top.split(b"\r\n")
+        length = next(int(x.split(b":")[1]) for x in lines if x.lower().startswith(b"content-length"))
+        while len(data) < length:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed inside response {len(out) + 1}"
+            data += chunk
+        out.append((int(lines[0].split(b" ")[1]), data[:length], time.perf_counter()))
+        data = data[length:]
+    return out
