@@ -20,6 +20,7 @@ from router.compiler import PRIMARY, TEMPLATE, as_list
 from router.document import Document, pointer_of
 from router.errors import PolicyError, did_you_mean
 from router.model import OVERRIDES
+from router.replycheck import constrained_spots
 from router.schedules import check_schedule
 from router.vapi_payloads import check_payload
 
@@ -560,6 +561,17 @@ def targets_well_formed(ctx: Context) -> Iterator[PolicyError]:
                     yield Where(w.doc, w.pointer + pointer_of(key) + p.pointer).error(
                         p.message, p.code, key=p.code in ("vapi-unknown-field", "vapi-legacy-field")
                     )
+                for spot in constrained_spots(key, raw[key], _has_template):
+                    yield Where(w.doc, w.pointer + pointer_of(key) + spot).error(
+                        "a ${…} value feeds a field Vapi limits (length, pattern, enum or format); "
+                        "a call whose value breaks it gets the fallback",
+                        "vapi-template-limit",
+                        severity="warning",
+                    )
+
+
+def _has_template(value: Any) -> bool:
+    return isinstance(value, str) and "${" in value
 
 
 def _kind(raw: Any) -> str | None:

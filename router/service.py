@@ -21,6 +21,7 @@ from router.evaluator import evaluate, evaluate_transfer
 from router.facts import facts_from_message
 from router.model import Decision, Facts, Policy
 from router.replies import choose, render, render_bytes
+from router.replycheck import check_rendered
 from router.store import Live
 
 log = logging.getLogger("router.service")
@@ -161,6 +162,7 @@ def _outcome_of(
     leaf = choose(target, facts)
     # the bytes encoded at compile time, with any ${…} values spliced in
     body = render_bytes(leaf, facts, route or "default")
+    check_rendered(leaf, body)  # ${…} values within Vapi's limits, else the fallback (ReplyInvalid)
     name = leaf.name or target.name
     return _outcome(body, leaf.kind, route, name, facts, record, eval_ns, None)
 
