@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -210,7 +211,11 @@ class Server:
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return 400, _NOT_JSON
+            # orjson refuses what Python's json accepts, such as a lone surrogate escape ("\ud83d":
+            # JavaScript's JSON.stringify of a string cut inside an emoji); Vapi can send those
+            data = _lenient_json(body)
+            if data is _NOT_PARSED:
+                return 400, _NOT_JSON
         message = data.get("message") if isinstance(data, dict) else None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             return 400, _NOT_MESSAGE
@@ -421,6 +426,17 @@ class Server:
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     # (kind, call id, outcome, policy version, seconds): answered, not yet in metrics or the log
     _unrecorded: list[tuple[str, str | None, Outcome, str, float]] = field(default_factory=list)
+
+
+_NOT_PARSED = object()
+
+
+def _lenient_json(body: bytes) -> Any:
+    """The body as Python's json reads it, or _NOT_PARSED."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError too), or nested too deep
+        return _NOT_PARSED
 
 
 def _call_id(message: Mapping[str, Any]) -> str | None:

@@ -311,7 +311,7 @@ def post_bytes(body: bytes, headers: dict[str, str]) -> bytes:
 
 
 def read_responses(sock: socket.socket, n: int) -> list[tuple[int, bytes, float]]:
-    """The next `n` responses on `sock` (content-length framed): (status, body, perf_counter when complete)."""
+    """The next `n` responses on `sock` (content-length framed): (status, body, perf_counter at its end)."""
     out: list[tuple[int, bytes, float]] = []
     data = b""
     while len(out) < n:
