@@ -249,6 +249,11 @@ class WebhookProtocol(HttpToolsProtocol):
         self._idle_since = None  # not idle (also for a request pipelined behind a fast reply)
         super().on_message_begin()
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.guard_phase == BODY:  # a chunked body's trailer: never a header (RFC 9110 §6.5.1)
+            return
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
         self.guard_phase, self.guard_since = BODY, self._guard.now
         if self._takes_fast_path():
