@@ -432,9 +432,9 @@ _NOT_PARSED = object()
 
 
 def _lenient_json(body: bytes) -> Any:
-    """The body as Python's json reads it, or _NOT_PARSED."""
+    """The body (strict UTF-8, as orjson reads it) as Python's json reads it, or _NOT_PARSED."""
     try:
-        return json.loads(body)
+        return json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError too), or nested too deep
         return _NOT_PARSED
 

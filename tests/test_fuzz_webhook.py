@@ -110,7 +110,10 @@ def expected_status(body: bytes) -> int:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return 400
+        try:  # what Python's json reads (a lone surrogate escape) is JSON too (issue 15)
+            data = json.loads(body.decode("utf-8"))
+        except (ValueError, RecursionError):
+            return 400
     message = data.get("message") if isinstance(data, dict) else None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         return 400
