@@ -232,6 +232,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("vapi-router serve: --workers must be at least 1", file=sys.stderr)
         return 2
+    if args.header_timeout <= 0 or args.body_timeout <= 0 or args.max_connections < 0:
+        print("vapi-router serve: timeouts must be positive, --max-connections at least 0", file=sys.stderr)
+        return 2
     return run(
         ServeOptions(
             policy=args.path,
@@ -244,6 +247,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             capture=args.capture,
             shadow=args.shadow,
             insecure=args.insecure,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            max_connections=args.max_connections,
         )
     )
 
@@ -366,6 +372,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capture", metavar="FILE", help="record assistant-requests as JSONL for replay")
     p.add_argument("--shadow", metavar="OTHER_PATH", help="evaluate a candidate policy beside the live one")
     p.add_argument("--insecure", action="store_true", help="allow running without webhook auth")
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="close a request head slower than this",
+    )
+    p.add_argument(
+        "--body-timeout", type=float, default=30.0, metavar="S", help="close a request body slower than this"
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=0,
+        metavar="N",
+        help="open connections at most; past it the longest idle close (default: fd limit - 150)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("replay", help="decisions for captured requests; --against shows what would change")

@@ -13,12 +13,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
-import orjson
 
+from router.crm.body import ACCEPT_ENCODING, MAX_BODY_BYTES, NOT_JSON, BodyRefused, parse_json, read_capped
 from router.crm.httpparts import (
     ENV_REF,
     OAuth2Token,
@@ -99,6 +99,7 @@ class HttpCrm:
         fields: Mapping[str, str] | None = None,
         timeout_ms: int = 1000,
         cache_ttl_s: float = 300,
+        max_body_bytes: int = MAX_BODY_BYTES,
         env: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -114,7 +115,10 @@ class HttpCrm:
         if probe.scheme not in ("http", "https") or not probe.host:
             raise ValueError("the CRM url must be an absolute http:// or https:// URL")
         environ = os.environ if env is None else env
-        sent = httpx.Headers({"user-agent": "vapi-router", "accept": "application/json"})
+        sent = httpx.Headers(
+            # only the encodings crm/body.py decodes under its size cap
+            {"user-agent": "vapi-router", "accept": "application/json", "accept-encoding": ACCEPT_ENCODING}
+        )
         sent.update(
             {name: ENV_REF.sub(lambda m: env_value(environ, m[1]), v) for name, v in (headers or {}).items()}
         )
@@ -144,6 +148,7 @@ class HttpCrm:
         self._timeout_s = timeout_ms / 1000
         self._timed_out = f"timed out after {timeout_ms} ms"
         self._ttl = cache_ttl_s
+        self._max_body = max_body_bytes
         self._clock = clock
         self._cache: dict[str, tuple[float, CrmRecord]] = {}  # insertion order = age
         self._inflight: dict[str, asyncio.Task[CrmRecord]] = {}
@@ -237,17 +242,24 @@ class HttpCrm:
                 return token  # the token endpoint failed or hung: an error, within the deadline
             headers = {"authorization": f"Bearer {token}"}
         try:
-            async with asyncio.timeout_at(deadline):  # httpx's timeouts are per phase, not overall
-                response = await self._client.request(self._method, url, content=body, headers=headers)
+            async with (
+                asyncio.timeout_at(deadline),  # httpx's timeouts are per phase, not overall
+                self._client.stream(self._method, url, content=body, headers=headers) as response,
+            ):
+                data = None
+                if 200 <= response.status_code < 300:  # only a 2xx body is read: under a cap (crm/body.py)
+                    data = await parse_json(await read_capped(response, self._max_body))
         except (TimeoutError, httpx.TimeoutException):
             return CrmRecord("timeout", reason=self._timed_out)
         except httpx.HTTPError as exc:
             return CrmRecord("error", reason=failure_reason(exc))
+        except BodyRefused as exc:
+            return CrmRecord("error", reason=str(exc))
         except Exception as exc:  # whatever goes wrong, the call must still be routed
             return CrmRecord("error", reason=type(exc).__name__)
         if response.status_code == 401 and self._oauth is not None:
             self._oauth.forget()  # revoked or rotated early: the next lookup fetches a new one
-        record = self._read(response)
+        record = self._read(response, data)
         if record.status != "error" and self._ttl > 0:
             self._cache.pop(number, None)
             if len(self._cache) >= CACHE_SIZE:
@@ -255,14 +267,12 @@ class HttpCrm:
             self._cache[number] = (self._clock() + self._ttl, record)
         return record
 
-    def _read(self, response: httpx.Response) -> CrmRecord:
+    def _read(self, response: httpx.Response, data: Any) -> CrmRecord:
         if response.status_code == 404:
             return NOT_FOUND
         if not 200 <= response.status_code < 300:
             return CrmRecord("error", reason=f"HTTP {response.status_code}")
-        try:
-            data = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
+        if data is NOT_JSON:
             return CrmRecord("error", reason="body is not JSON")
         if self._found is not None and dig(data, self._found) in (None, "", [], {}):
             return NOT_FOUND

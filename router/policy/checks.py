@@ -18,6 +18,7 @@ from typing import Any
 from router.errors import PolicyError, did_you_mean
 from router.policy.compiler import PRIMARY, TEMPLATE, as_list
 from router.policy.document import Document, pointer_of
+from router.policy.replycheck import constrained_spots
 from router.policy.schedule_checks import check_schedule
 from router.policy.vapi_payloads import check_payload
 from router.runtime import phone
@@ -666,6 +667,17 @@ def targets_well_formed(ctx: Context) -> Iterator[PolicyError]:
                     yield Where(w.doc, w.pointer + pointer_of(key) + p.pointer).error(
                         p.message, p.code, key=p.code in ("vapi-unknown-field", "vapi-legacy-field")
                     )
+                for spot in constrained_spots(key, raw[key], _has_template):
+                    yield Where(w.doc, w.pointer + pointer_of(key) + spot).error(
+                        "a ${…} value feeds a field Vapi limits (length, pattern, enum or format); "
+                        "a call whose value breaks it gets the fallback",
+                        "vapi-template-limit",
+                        severity="warning",
+                    )
+
+
+def _has_template(value: Any) -> bool:
+    return isinstance(value, str) and "${" in value
 
 
 def _kind(raw: Any) -> str | None:

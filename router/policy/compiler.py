@@ -16,6 +16,7 @@ import orjson
 import regex
 
 from router.policy.document import Document, pointer_of
+from router.policy.replycheck import check_rendered
 from router.runtime import phone
 from router.runtime.facts import scalar_text
 from router.runtime.model import (
@@ -280,6 +281,7 @@ class Compiler:
             oauth2={k: str(v) for k, v in oauth2.items()} if isinstance(oauth2, dict) else None,
             sqlite=self.crm_file if "sqlite" in raw else None,
             postgres=dict(raw["postgres"]) if isinstance(raw.get("postgres"), dict) else None,
+            max_body_bytes=int(raw.get("max_body_bytes", 1024 * 1024)),
         )
 
     def policy(self, version: str) -> Policy:
@@ -324,6 +326,7 @@ class Compiler:
             index=build_index(routes),
             transfer_index=build_index(transfers),
             needs_crm=needs_crm,
+            check_reply=check_rendered,
         )
 
 

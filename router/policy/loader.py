@@ -43,7 +43,15 @@ def _is_policy_file(p: Path) -> bool:
 
 
 def read_texts(path: Path) -> list[tuple[str, str]]:
-    """(display name, text) per file; raises PolicyError for unreadable files."""
+    """(display name, text) per file; raises PolicyError for unreadable files (any OS error:
+    a directory without permission, too many open files...)."""
+    try:
+        return _read_texts(path)
+    except OSError as exc:  # listing or probing the directory; a file's own read is worded below
+        raise PolicyError(str(path), 1, 1, f"cannot read: {exc.strerror or exc}", "no-file") from None
+
+
+def _read_texts(path: Path) -> list[tuple[str, str]]:
     if not path.exists():
         raise PolicyError(str(path), 1, 1, "no such file or directory", "no-file")
     files = policy_files(path)

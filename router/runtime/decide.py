@@ -65,6 +65,8 @@ def answer_decision(policy: Policy, facts: Facts, decision: Decision, *, transfe
         leaf = choose(target, facts)
         # the bytes encoded at compile time, with any ${…} values spliced in
         body = render_bytes(leaf, facts, route or "default")
+        if policy.check_reply is not None:  # ${…} values within Vapi's limits, else the fallback
+            policy.check_reply(leaf, body)
     except Exception as exc:
         return answer_fallback(policy, facts, fault_reason(exc), transfer=transfer, route=route)
     return body, leaf.kind, route, leaf.name or target.name, None

@@ -7,7 +7,7 @@ back at the YAML line.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -568,6 +568,7 @@ class CrmSettings:
     oauth2: Mapping[str, str] | None = None
     sqlite: str | None = None  # absolute path of the customers database
     postgres: Mapping[str, Any] | None = None  # {dsn, query, pool}
+    max_body_bytes: int = 1024 * 1024  # a CRM answer, decompressed
 
 
 @dataclass(frozen=True, slots=True)
@@ -618,6 +619,9 @@ class Policy:
     index: RouteIndex
     transfer_index: RouteIndex
     needs_crm: bool
+    # Raises when a rendered reply fails Vapi's schema (a ${…} value out of its limits); set
+    # by the compiler, which knows Vapi's schema (runtime does not import the policy stage).
+    check_reply: Callable[[Target, bytes], None] | None = None
 
 
 # ---------------------------------------------------------------- decisions

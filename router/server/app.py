@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -31,10 +32,12 @@ from router.runtime import phone
 from router.server.activity import Activity
 from router.server.auth import AuthConfig, refused_scheme, verify_admin, verify_webhook
 from router.server.capture import Capture
+from router.server.connguard import ConnectionLimits
 from router.server.console import console_routes
 from router.server.decisionlog import DecisionLog, timestamp
 from router.server.explainapi import explain_request, resolve_request
 from router.server.http import (
+    ARRIVED,
     EMPTY,
     NO_POLICY,
     NOT_JSON,
@@ -120,6 +123,9 @@ class Server:
 
     async def webhook(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
+        extensions = scope.get("extensions")
+        if extensions and ARRIVED in extensions:  # pipelined: it waited for the replies before it
+            started = min(started, extensions[ARRIVED])
         headers = Headers(scope=scope)
         try:
             body = await receive_body(scope, receive)
@@ -158,8 +164,13 @@ class Server:
                 return self._answer_once_keyed(verdict, method, url, headers, body, started, arrived)
         try:
             data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return 400, NOT_JSON
+        except orjson.JSONDecodeError as exc:
+            # orjson refuses what Python's json accepts, such as a lone surrogate escape ("\ud83d":
+            # JavaScript's JSON.stringify of a string cut inside an emoji); Vapi can send those.
+            # Nesting past orjson's 1,024 levels stays refused: no Vapi message is that deep.
+            data = _NOT_PARSED if "depth" in str(exc) else _lenient_json(body)
+            if data is _NOT_PARSED:
+                return 400, NOT_JSON
         message = data.get("message") if isinstance(data, dict) else None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             return 400, NOT_MESSAGE
@@ -419,9 +430,21 @@ class Server:
     startup_hooks: list[Callable[[Server], Any]] = field(default_factory=list)
     workers: int = 1
     activity: Activity = field(default_factory=Activity)
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)  # head/body timeouts, cap
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     # (kind, call id, outcome, policy version, seconds): answered, not yet in metrics or the log
     _unrecorded: list[tuple[str, str | None, Outcome, str, float]] = field(default_factory=list)
+
+
+_NOT_PARSED = object()
+
+
+def _lenient_json(body: bytes) -> Any:
+    """The body (strict UTF-8, as orjson reads it) as Python's json reads it, or _NOT_PARSED."""
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError too), or nested too deep
+        return _NOT_PARSED
 
 
 def _call_id(message: Mapping[str, Any]) -> str | None:

@@ -15,6 +15,7 @@ thread that wakes twice a second costs nothing measurable (bench/RESULTS.md).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue
 import stat
@@ -100,7 +101,10 @@ class DecisionLog:
             return
         lines = self._buf
         first = not lines
-        lines += orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        try:
+            lines += orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:  # a lone surrogate from the request (a call id): written as json escapes it
+            lines += json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n"
         if first:
             try:
                 loop = asyncio.get_running_loop()

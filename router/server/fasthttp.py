@@ -36,7 +36,8 @@ from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from router.server.app import RouterApp, Server
-from router.server.http import MAX_BODY, TOO_LARGE, send_json, too_large
+from router.server.connguard import BODY, HEAD, IDLE, ConnectionLimits, guard_for
+from router.server.http import ARRIVED, MAX_BODY, TOO_LARGE, send_json, too_large
 from router.server.uvicorn_adapter import STATUS_LINE, HttpToolsProtocol, start_cycle, start_pipelined
 
 _JSON_HEADERS = b"content-type: application/json\r\n"
@@ -126,6 +127,7 @@ class WebhookProtocol(HttpToolsProtocol):
         self._size = 0
         self._keep_alive = True
         self._started = 0.0
+        self._began = 0.0
         # replies written by this protocol and not yet handed to the transport (_Held)
         self._replies: list[bytes] = []
         # keep-alive: since when the connection has been idle (None: a request is under way),
@@ -136,6 +138,11 @@ class WebhookProtocol(HttpToolsProtocol):
         if held is None:
             held = _HELD[self.loop] = _Held(self.loop)
         self._held = held
+        # head and body timeouts, the connection cap (router.connguard)
+        limits = router.webhook_endpoint.server.limits if router and router.webhook_endpoint else None
+        self._guard = guard_for(self.loop, limits or ConnectionLimits())
+        self.guard_phase = IDLE
+        self.guard_since = 0.0
 
     # ------------------------------------------------------------ held replies
 
@@ -171,7 +178,24 @@ class WebhookProtocol(HttpToolsProtocol):
         self.release()
         super().timeout_keep_alive_handler()
 
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._guard.opened(self)
+
+    def guard_busy(self) -> bool:
+        """Whether an answer is being worked out here (a whole request is in): not to be cut off."""
+        cycle = self.cycle
+        return bool(self.pipeline) or (
+            cycle is not None and not cycle.response_complete and not cycle.more_body
+        )
+
+    def guard_close(self) -> None:
+        """A head or body timeout, or room made for a newer connection: close at once."""
+        self.release()
+        self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._guard.lost(self)
         self._replies = []  # nobody to read them
         if self._idle_timer is not None:
             self._idle_timer.cancel()
@@ -218,15 +242,26 @@ class WebhookProtocol(HttpToolsProtocol):
     # ------------------------------------------------------------ parser callbacks
 
     def on_message_begin(self) -> None:
+        self.guard_phase, self.guard_since = HEAD, self._guard.now
+        self._began = time.perf_counter()  # a pipelined call's deadline counts from here (ARRIVED)
         self._fast = self._discard = False
         self._idle_since = None  # not idle (also for a request pipelined behind a fast reply)
         super().on_message_begin()
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.guard_phase == BODY:  # a chunked body's trailer: never a header (RFC 9110 §6.5.1)
+            return
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        self.guard_phase, self.guard_since = BODY, self._guard.now
         if self._takes_fast_path():
             self._begin_fast()
             return
         super().on_headers_complete()
+        if self.pipeline:  # queued behind a request still being answered: note when it came
+            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+            extensions[ARRIVED] = self._began
 
     def on_body(self, body: bytes) -> None:
         if self._discard:
@@ -241,6 +276,7 @@ class WebhookProtocol(HttpToolsProtocol):
         self._chunks.append(body)
 
     def on_message_complete(self) -> None:
+        self.guard_phase, self.guard_since = IDLE, self._guard.now
         if self._discard:
             return
         if not self._fast:

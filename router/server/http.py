@@ -9,6 +9,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+# scope["extensions"] key: when a pipelined request arrived (perf_counter), so its deadline
+# counts from then, not from when the replies before it were written
+ARRIVED = "vapi-router.arrived"
 MAX_BODY = 1024 * 1024
 JSON = "application/json"
 EMPTY = b"{}"

@@ -25,6 +25,7 @@ from router.policy.loader import Loaded, lint_path
 from router.server.app import Server, create_app
 from router.server.auth import AuthConfig, AuthConfigError
 from router.server.capture import Capture
+from router.server.connguard import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, ConnectionLimits
 from router.server.decisionlog import DecisionLog
 from router.server.store import PolicyStore
 from router.server.uvicorn_adapter import run_workers
@@ -49,6 +50,9 @@ class ServeOptions:
     capture: str | None = None
     shadow: str | None = None
     insecure: bool = False
+    header_timeout: float = HEADER_TIMEOUT_S
+    body_timeout: float = BODY_TIMEOUT_S
+    max_connections: int = 0  # 0: the fd soft limit less connguard.RESERVE
 
 
 def build_server(options: ServeOptions, env: dict[str, str] | None = None) -> Server:
@@ -63,6 +67,7 @@ def build_server(options: ServeOptions, env: dict[str, str] | None = None) -> Se
         capture=Capture(options.capture) if options.capture else None,
         shadow=shadow,
         workers=options.workers,
+        limits=ConnectionLimits(options.header_timeout, options.body_timeout, options.max_connections),
     )
     if options.watch:
         server.startup_hooks.append(lambda s: watch(s.store))

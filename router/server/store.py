@@ -97,6 +97,7 @@ def make_crm(policy: Policy, env: Mapping[str, str]) -> CrmClient | None:
         fields=s.fields,
         timeout_ms=s.timeout_ms,
         cache_ttl_s=s.cache_ttl_s,
+        max_body_bytes=s.max_body_bytes,
         env=env,
         method=s.method,
         body=s.body,
@@ -231,6 +232,9 @@ class PolicyStore:
                 texts = await asyncio.to_thread(read_texts, self.path)
             except PolicyError as exc:
                 return self._apply(Loaded((), (exc,), None, ""), None)
+            except OSError as exc:  # no thread or descriptor to read with: a failed reload too
+                problem = PolicyError(str(self.path), 1, 1, f"cannot read: {exc.strerror or exc}", "no-file")
+                return self._apply(Loaded((), (problem,), None, ""), None)
             version = version_of(texts)
             live = self.live
             if (
@@ -350,7 +354,10 @@ def check_in_child(texts: list[tuple[str, str]], *, timeout_s: float = CHECK_TIM
         ctx = multiprocessing.get_context("fork")
     except ValueError:  # pragma: no cover - platforms without fork
         return None
-    receive, send = ctx.Pipe(duplex=False)
+    try:
+        receive, send = ctx.Pipe(duplex=False)
+    except OSError:  # no descriptors left (EMFILE): check in this process instead
+        return None
     process = ctx.Process(target=_child, args=(texts, send), daemon=True, name="vapi-router-check")
     try:
         process.start()

@@ -29,7 +29,7 @@ POLL_S = 0.25  # how often the files are looked at
 DEBOUNCE_MS = 200  # reload once the files have been quiet this long...
 MAX_DELAY_MS = 2000  # ...or this long after the first change, if they never go quiet
 
-Snapshot = tuple[tuple[str, int, int, int], ...]  # (path, mtime_ns, size, inode) per file
+Snapshot = tuple[tuple[str, int, int, int, int], ...]  # (path, mtime_ns, size, inode, mode) per file
 
 
 def snapshot(store: PolicyStore) -> Snapshot:
@@ -39,7 +39,10 @@ def snapshot(store: PolicyStore) -> Snapshot:
     so a ConfigMap swap shows as a new inode. Other files beside the policy (a decision log,
     a capture, editor temp files) are not part of it."""
     root = Path(os.path.abspath(store.path))
-    directory = root.is_dir()
+    try:
+        directory = root.is_dir()
+    except OSError:  # a parent without permission: a state too
+        directory = False
     base = root if directory else root.parent
     paths = [] if directory else [str(root)]
     try:
@@ -60,9 +63,10 @@ def snapshot(store: PolicyStore) -> Snapshot:
         try:
             st = os.stat(path)
         except OSError:
-            state.append((path, -1, -1, -1))
+            state.append((path, -1, -1, -1, -1))
             continue
-        state.append((path, st.st_mtime_ns, st.st_size, st.st_ino))
+        # the mode too: a `chmod 000` changes nothing else, and the next reload must fail
+        state.append((path, st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode))
     return tuple(state)
 
 
