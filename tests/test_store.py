@@ -16,7 +16,6 @@ import orjson
 import pytest
 from reloadutil import BROKEN, broken, versioned
 
-import router.server.store as store_module
 from router.crm.clients import FileCrm, HttpCrm
 from router.errors import PolicyError
 from router.policy.loader import read_texts
@@ -146,20 +145,19 @@ def test_an_edit_of_the_embedded_crm_file_alone_is_reloaded(tmp_path: Path) -> N
     assert asyncio.run(store.live.crm.lookup("+14155550142")).tags == {"gold"}  # ...new CRM data
 
 
-def test_reloads_never_overlap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reloads_never_overlap(tmp_path: Path) -> None:
     store, policy = make(tmp_path, versioned(1))
     store.load_now()
     spans: list[tuple[float, float]] = []
-    real = store_module.check_in_child
 
-    def timed(texts: list[tuple[str, str]], **kwargs: Any) -> bytes | None:
+    def timed(texts: list[tuple[str, str]]) -> bytes | None:  # the real check, timed
         started = time.monotonic()
         try:
-            return real(texts, **kwargs)
+            return check_in_child(texts)
         finally:
             spans.append((started, time.monotonic()))
 
-    monkeypatch.setattr(store_module, "check_in_child", timed)
+    store.checker = timed
 
     async def many(n: int) -> list[ReloadResult]:
         return await asyncio.gather(*(store.reload() for _ in range(n)))
@@ -199,16 +197,20 @@ def test_the_check_child_answers_plain_data_or_problems(tmp_path: Path) -> None:
     }
 
 
-def test_a_check_that_outlasts_its_time_limit_is_killed_and_reported(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _slow_child(texts: list[tuple[str, str]], conn: Any) -> None:
+    time.sleep(30)
+
+
+def _dying_child(texts: list[tuple[str, str]], conn: Any) -> None:
+    os._exit(3)
+
+
+def test_a_check_that_outlasts_its_time_limit_is_killed_and_reported(tmp_path: Path) -> None:
     policy = tmp_path / "main.yaml"
     policy.write_text(versioned(1), encoding="utf-8")
-    real = store_module._child
-    monkeypatch.setattr(store_module, "_child", lambda texts, conn: (time.sleep(30), real(texts, conn)))
     before = set(_children())
     started = time.monotonic()
-    answer = orjson.loads(check_in_child(read_texts(policy), timeout_s=0.2) or b"null")
+    answer = orjson.loads(check_in_child(read_texts(policy), timeout_s=0.2, child=_slow_child) or b"null")
     assert time.monotonic() - started < 5
     message = "checking the policy took longer than 0.2 s; it was not loaded"
     problem = PolicyError(str(policy), 1, 1, message, "check-timeout")
@@ -225,34 +227,33 @@ def _children() -> list[int]:
 
 
 def test_a_check_child_that_dies_falls_back_to_a_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store, policy = make(tmp_path, versioned(1))
     store.load_now()
-    monkeypatch.setattr(store_module, "_child", lambda texts, conn: os._exit(3))
+    store.checker = lambda texts: check_in_child(texts, child=_dying_child)
     policy.write_text(versioned(2), encoding="utf-8")
     result = asyncio.run(store.reload())
     assert result.ok and result.changed and live_version(store) == result.version
     assert "the policy check process died (exit code 3)" in caplog.text
 
 
-def test_a_fault_while_compiling_fails_the_reload_not_the_server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_fault_while_compiling_fails_the_reload_not_the_server(tmp_path: Path) -> None:
     store, policy = make(tmp_path, versioned(1))
     store.load_now()
     good = store.live
+    real = store.compiler
 
     def broken_compiler(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("a bug")
 
-    monkeypatch.setattr(store_module, "compile_policy", broken_compiler)
+    store.compiler = broken_compiler
     policy.write_text(versioned(2), encoding="utf-8")
     result = asyncio.run(store.reload())
     message = "internal error while loading the policy: KeyError: 'a bug'"
     assert not result.ok and store.live is good
     assert [str(p) for p in result.problems] == [f"{policy}:1:1: error: {message} [internal]"]
-    monkeypatch.undo()
+    store.compiler = real
     assert asyncio.run(store.reload()).changed
 
 

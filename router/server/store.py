@@ -150,8 +150,15 @@ class PolicyStore:
         env: Mapping[str, str] | None = None,
         loader: Callable[[Path], Loaded] = lint_path,
         on_change: Callable[[PolicyStore, ReloadResult], None] | None = None,
+        checker: Callable[[list[tuple[str, str]]], bytes | None] | None = None,
+        compiler: Callable[..., Policy] = compile_policy,
     ) -> None:
+        """`checker`: the reload's check (default: check_in_child, a forked process);
+        `compiler`: Documents -> Policy. Both injectable, so tests observe or break them
+        without reaching into this module."""
         self.path = path
+        self.checker = checker if checker is not None else check_in_child
+        self.compiler = compiler
         self.env: Mapping[str, str] = env if env is not None else os.environ
         self.loader = loader
         self.on_change = on_change
@@ -244,7 +251,7 @@ class PolicyStore:
                 and live.crm_stamp == crm_stamp(live.policy)
             ):
                 return ReloadResult(True, version, changed=False)
-            raw = await asyncio.to_thread(check_in_child, texts)
+            raw = await asyncio.to_thread(self.checker, texts)
             loaded, reported, built = await asyncio.to_thread(self._compile_checked, raw, texts, version)
             return self._apply(loaded, built, reported)
 
@@ -276,7 +283,7 @@ class PolicyStore:
             for (name, text), data in zip(texts, payload["data"], strict=True)
         )
         crm_file = payload["crm_file"]
-        policy = compile_policy(docs, version=version, crm_file=crm_file)
+        policy = self.compiler(docs, version=version, crm_file=crm_file)
         loaded = Loaded(docs, (), policy, version, crm_file)
         return loaded, (), self._build(loaded)
 
@@ -347,7 +354,12 @@ def _child(texts: list[tuple[str, str]], conn: Connection) -> None:
         os._exit(code)
 
 
-def check_in_child(texts: list[tuple[str, str]], *, timeout_s: float = CHECK_TIMEOUT_S) -> bytes | None:
+def check_in_child(
+    texts: list[tuple[str, str]],
+    *,
+    timeout_s: float = CHECK_TIMEOUT_S,
+    child: Callable[[list[tuple[str, str]], Connection], None] | None = None,
+) -> bytes | None:
     """Run the checks of a policy set in a forked process; its answer, or None if that failed.
     A check that outlasts `timeout_s` (a pathological file) is killed and answers a problem."""
     try:
@@ -358,7 +370,8 @@ def check_in_child(texts: list[tuple[str, str]], *, timeout_s: float = CHECK_TIM
         receive, send = ctx.Pipe(duplex=False)
     except OSError:  # no descriptors left (EMFILE): check in this process instead
         return None
-    process = ctx.Process(target=_child, args=(texts, send), daemon=True, name="vapi-router-check")
+    target = child if child is not None else _child
+    process = ctx.Process(target=target, args=(texts, send), daemon=True, name="vapi-router-check")
     try:
         process.start()
     except OSError:

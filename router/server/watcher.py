@@ -70,40 +70,68 @@ def snapshot(store: PolicyStore) -> Snapshot:
     return tuple(state)
 
 
+class Debounce:
+    """When a burst of changes is due for its one reload: once the files have been quiet for
+    `quiet_s`, or `max_delay_s` after the burst's first change if they never go quiet. Pure:
+    the caller passes the time, so tests drive it with a fake clock."""
+
+    def __init__(self, quiet_s: float = DEBOUNCE_MS / 1000, max_delay_s: float = MAX_DELAY_MS / 1000) -> None:
+        self.quiet_s, self.max_delay_s = quiet_s, max_delay_s
+        self.first: float | None = None  # the burst's first change; None: nothing pending
+        self.last = 0.0
+
+    def changed(self, now: float) -> None:
+        """A change was seen at `now`."""
+        if self.first is None:
+            self.first = now
+        self.last = now
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until the reload is due (<= 0: now), or None when no change is pending."""
+        if self.first is None:
+            return None
+        return min(self.last + self.quiet_s, self.first + self.max_delay_s) - now
+
+    def done(self) -> None:
+        """The reload has started: later changes make a new burst."""
+        self.first = None
+
+
 async def watch(store: PolicyStore, *, stop: asyncio.Event | None = None) -> None:
     """Reload the store after the files it reads change, until cancelled (or `stop` is set).
 
     An editor's save or a script writing a file twenty times spans several polls;
     reloading at the first changed poll would reload mid-write. Detection therefore only
-    notes the time, and the reload waits until the files have been quiet for DEBOUNCE_MS.
+    notes the time, and the reload waits until the Debounce says the burst is over.
     One reload at start catches up with any change since the start-up load (a no-op when
     nothing changed)."""
     loop = asyncio.get_running_loop()
     seen = snapshot(store)
-    first = last = loop.time()
-    pending = True
+    debounce = Debounce()
+    debounce.changed(loop.time())
     while stop is None or not stop.is_set():
-        if pending:
-            wait = min(last + DEBOUNCE_MS / 1000, first + MAX_DELAY_MS / 1000) - loop.time()
-            if wait <= 0:
-                pending = False
-                # taken before the reload reads the files: a write during the reload shows
-                # at the next poll (and reloads again; a no-op if the texts are the same)
-                seen = snapshot(store)
-                try:
-                    result = await store.reload()
-                except Exception:  # never stop watching (store.reload reports its own faults)
-                    log.exception("reloading %s failed", store.path)
-                else:
-                    if result.ok and result.changed:
-                        log.info("reloaded after a file change: %s", result.version)
-                continue
-        await asyncio.sleep(min(POLL_S, wait) if pending else POLL_S)
-        now = snapshot(store)
+        wait = debounce.due_in(loop.time())
+        if wait is not None and wait <= 0:
+            debounce.done()
+            # taken before the reload reads the files: a write during the reload shows
+            # at the next poll (and reloads again; a no-op if the texts are the same)
+            seen = snapshot(store)
+            try:
+                result = await store.reload()
+            except Exception:  # never stop watching (store.reload reports its own faults)
+                log.exception("reloading %s failed", store.path)
+            else:
+                if result.ok and result.changed:
+                    log.info("reloaded after a file change: %s", result.version)
+            continue
+        await asyncio.sleep(POLL_S if wait is None else min(POLL_S, wait))
+        try:
+            now = snapshot(store)
+        except OSError:  # no descriptor to look with (EMFILE): look again at the next poll
+            continue
         if now != seen:
-            seen, last = now, loop.time()
-            if not pending:
-                pending, first = True, last
+            seen = now
+            debounce.changed(loop.time())
 
 
 def install_sighup(store: PolicyStore) -> Callable[[], None]:
