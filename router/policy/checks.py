@@ -18,6 +18,7 @@ from typing import Any
 from router.errors import PolicyError, did_you_mean
 from router.policy.compiler import PRIMARY, TEMPLATE, as_list
 from router.policy.document import Document, pointer_of
+from router.policy.retired import retired_keys
 from router.policy.schedule_checks import check_schedule
 from router.policy.vapi_payloads import check_payload
 from router.runtime import phone
@@ -668,6 +669,13 @@ def targets_well_formed(ctx: Context) -> Iterator[PolicyError]:
                     )
 
 
+def workflows_retired(ctx: Context) -> Iterator[PolicyError]:
+    """workflowId/workflow/workflowOverrides: Vapi no longer runs workflows (DESIGN §9)."""
+    for w, raw, _ in ctx.all_targets():
+        for key, message in retired_keys(raw):
+            yield w.at(key).error(message, "vapi-retired", key=True)
+
+
 def _kind(raw: Any) -> str | None:
     if isinstance(raw, dict):
         return next((k for k in PRIMARY if k in raw), None)
@@ -808,6 +816,7 @@ CHECKS: tuple[Check, ...] = (
     references_resolve,
     numbers_valid,
     targets_well_formed,
+    workflows_retired,
     templates_resolve,
     schedules_valid,
     crm_conditions_need_crm,

@@ -310,7 +310,7 @@ class Server:
             "time": stamp,
             "call_id": call_id,
             "type": kind,
-            "route": o.route or ("default" if kind == "assistant-request" else None),
+            "route": o.route or ("default" if kind in ("assistant-request", "resolve") else None),
             "target": o.target,
             "reply": o.reply_kind,
             "policy": version,
@@ -370,7 +370,10 @@ class Server:
         return await token_endpoint(request, issuer=self.auth.oauth, metrics=self.metrics, clock=self.clock)
 
     async def resolve(self, request: Request) -> Response:
-        return await resolve_request(request, store=self.store, authenticate=self.authenticate)
+        def record(outcome: Outcome, version: str, elapsed: float) -> None:
+            self._record("resolve", None, outcome, version, elapsed, timestamp())
+
+        return await resolve_request(request, store=self.store, authenticate=self.authenticate, record=record)
 
     # ------------------------------------------------------------ lifecycle
 
