@@ -27,9 +27,12 @@ def retired_keys(raw: Any) -> Iterator[tuple[str, str]]:
         return
     for key in raw:
         if key in RETIRED:
-            yield key, (
-                f"{key}: Vapi retired workflows on {RETIRED_ON}; from {STOPPED_ON} they no "
-                f"longer run. Use {RETIRED[key]} instead"
+            yield (
+                key,
+                (
+                    f"{key}: Vapi retired workflows on {RETIRED_ON}; from {STOPPED_ON} they no "
+                    f"longer run. Use {RETIRED[key]} instead"
+                ),
             )
 
 

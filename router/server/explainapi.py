@@ -12,11 +12,11 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from router.policy.retired import RETIRED_ON
 from router.runtime.decide import answer_fallback, explain_answer
 from router.runtime.facts import facts_from_call
 from router.runtime.model import CrmStatus
 from router.server.http import BodyTooLarge, read_body
-from router.policy.retired import RETIRED_ON
 from router.server.service import Outcome, base_facts, decide, lookup_crm
 from router.server.store import PolicyStore
 
