@@ -618,6 +618,9 @@ class Policy:
     index: RouteIndex
     transfer_index: RouteIndex
     needs_crm: bool
+    # DESIGN §9: routes answering handoff-destination-request (squads)
+    handoffs: tuple[Route, ...] = ()
+    handoff_index: RouteIndex | None = None
 
 
 # ---------------------------------------------------------------- decisions

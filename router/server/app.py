@@ -34,6 +34,7 @@ from router.server.capture import Capture
 from router.server.console import console_routes
 from router.server.decisionlog import DecisionLog, timestamp
 from router.server.explainapi import explain_request, resolve_request
+from router.server.handoff import HandoffView, as_handoff
 from router.server.http import (
     EMPTY,
     NO_POLICY,
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from router.server.jwks import PendingKey
 
 log = logging.getLogger("router.server.app")
+TOOL_KINDS = ("transfer-destination-request", "handoff-destination-request")
 
 
 class WebhookEndpoint:
@@ -165,7 +167,7 @@ class Server:
             return 400, NOT_MESSAGE
         kind = message["type"]
         if kind not in ("assistant-request", "transfer-destination-request"):
-            return 200, EMPTY
+            return self.other_message(kind, message, started)
         live = self.store.live
         if live is None:  # serve never starts without a policy; tests may
             return 503, NO_POLICY
@@ -179,6 +181,34 @@ class Server:
                 outcome = dataclasses.replace(outcome, deadline=outcome.deadline - (started - early))
             return self._answer_later(kind, message, outcome, live, started)
         return self._answered(kind, message, outcome, live, started, record_later)
+
+    def other_message(
+        self, kind: str, message: dict[str, Any], started: float
+    ) -> tuple[int, bytes] | Coroutine[Any, Any, tuple[int, bytes]]:
+        """Every message type but the two routed above (DESIGN §9): handoffs are routed too."""
+        if kind == "handoff-destination-request":
+            live = self.store.live
+            if live is None:
+                return 503, NO_POLICY
+            outcome = decide_now(self.handoffs.of(live), message, started=started, transfer=True)
+            if isinstance(outcome, Pending):
+                return self._handoff_later(kind, message, outcome, live, started)
+            return self._handoff_answered(kind, message, outcome, live, started)
+        return 200, EMPTY
+
+    async def _handoff_later(
+        self, kind: str, message: dict[str, Any], pending: Pending, live: Live, started: float
+    ) -> tuple[int, bytes]:
+        return self._handoff_answered(kind, message, await pending.finish(), live, started)
+
+    def _handoff_answered(
+        self, kind: str, message: dict[str, Any], outcome: Outcome, live: Live, started: float
+    ) -> tuple[int, bytes]:
+        outcome = as_handoff(outcome)
+        self._record(
+            kind, _call_id(message), outcome, live.policy.version, time.perf_counter() - started, timestamp()
+        )
+        return 200, outcome.body
 
     def _refuse(self, headers: Mapping[str, str]) -> tuple[int, bytes]:
         self.metrics.auth_failures.labels(refused_scheme(self.auth, headers)).inc()
@@ -294,7 +324,7 @@ class Server:
         self, kind: str, call_id: str | None, o: Outcome, version: str, elapsed: float, stamp: str
     ) -> None:
         outcome = "fallback" if o.fallback_reason else ("matched" if o.route else "default")
-        if kind == "transfer-destination-request" and o.reply_kind == "none" and not o.fallback_reason:
+        if kind in TOOL_KINDS and o.reply_kind == "none" and not o.fallback_reason:
             outcome = "no_transfer"
         record = o.crm_record
         self.metrics.answered(
@@ -414,6 +444,7 @@ class Server:
     startup_hooks: list[Callable[[Server], Any]] = field(default_factory=list)
     workers: int = 1
     activity: Activity = field(default_factory=Activity)
+    handoffs: HandoffView = field(default_factory=HandoffView)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     # (kind, call id, outcome, policy version, seconds): answered, not yet in metrics or the log
     _unrecorded: list[tuple[str, str | None, Outcome, str, float]] = field(default_factory=list)
