@@ -127,7 +127,8 @@ def test_split_distribution_follows_weights() -> None:
 
 def test_nested_split_distribution() -> None:
     split = route("nested")
-    counts = Counter(choose(split, facts(c)).body.get("assistantId", "squad") for c in callers(10_000, seed=1))
+    leaves = (choose(split, facts(c)).body for c in callers(10_000, seed=1))
+    counts = Counter(body.get("assistantId", "squad") for body in leaves)
     assert abs(counts["squad"] / 10_000 - 0.50) <= 0.03
     assert abs(counts["w-1"] / 10_000 - 0.25) <= 0.03
     assert abs(counts["w-2"] / 10_000 - 0.25) <= 0.03
