@@ -132,7 +132,10 @@ class Compiler:
         self.set = _Set(docs)
         s = self.set.settings
         self.settings = Settings(
-            timezone=s.get("timezone", "UTC"), region=s.get("region"), deadline_ms=s.get("deadline_ms", 4000)
+            timezone=s.get("timezone", "UTC"),
+            region=s.get("region"),
+            deadline_ms=s.get("deadline_ms", 4000),
+            forward=s.get("forward"),
         )
         self.crm_file = crm_file
         self.schedules: dict[str, Schedule] = {

@@ -575,6 +575,7 @@ class Settings:
     timezone: str = "UTC"
     region: str | None = None
     deadline_ms: int = 4000
+    forward: Mapping[str, Any] | None = None  # settings.forward as checked (DESIGN §9)
 
 
 @dataclass(frozen=True, slots=True)

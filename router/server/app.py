@@ -34,6 +34,7 @@ from router.server.capture import Capture
 from router.server.console import console_routes
 from router.server.decisionlog import DecisionLog, timestamp
 from router.server.explainapi import explain_request, resolve_request
+from router.server.forward import Forwarding, is_notification
 from router.server.handoff import HandoffView, as_handoff
 from router.server.http import (
     EMPTY,
@@ -167,7 +168,7 @@ class Server:
             return 400, NOT_MESSAGE
         kind = message["type"]
         if kind not in ("assistant-request", "transfer-destination-request"):
-            return self.other_message(kind, message, started)
+            return self.other_message(kind, message, body, started)
         live = self.store.live
         if live is None:  # serve never starts without a policy; tests may
             return 503, NO_POLICY
@@ -183,18 +184,29 @@ class Server:
         return self._answered(kind, message, outcome, live, started, record_later)
 
     def other_message(
-        self, kind: str, message: dict[str, Any], started: float
+        self, kind: str, message: dict[str, Any], body: bytes, started: float
     ) -> tuple[int, bytes] | Coroutine[Any, Any, tuple[int, bytes]]:
-        """Every message type but the two routed above (DESIGN §9): handoffs are routed too."""
+        """Every message type but the two routed above (DESIGN §9): handoffs are routed too;
+        with settings.forward the rest is proxied (answered types) or queued (notifications)."""
+        live = self.store.live
         if kind == "handoff-destination-request":
-            live = self.store.live
             if live is None:
                 return 503, NO_POLICY
             outcome = decide_now(self.handoffs.of(live), message, started=started, transfer=True)
             if isinstance(outcome, Pending):
                 return self._handoff_later(kind, message, outcome, live, started)
             return self._handoff_answered(kind, message, outcome, live, started)
-        return 200, EMPTY
+        forward = live.policy.settings.forward if live is not None else None
+        if forward is None:
+            return 200, EMPTY
+        if self.forwarding is None:
+            self.forwarding = Forwarding(self.metrics.registry, self.store.env)
+        forwarder = self.forwarding.for_settings(forward)
+        assert forwarder is not None
+        if is_notification(kind):
+            forwarder.notify(kind, body)
+            return 200, EMPTY
+        return forwarder.proxy(kind, message, body)
 
     async def _handoff_later(
         self, kind: str, message: dict[str, Any], pending: Pending, live: Live, started: float
@@ -430,6 +442,8 @@ class Server:
             live = self.store.live
             if live is not None and live.crm is not None:
                 await live.crm.aclose()
+            if self.forwarding is not None:
+                await self.forwarding.aclose()
             if self.capture is not None:
                 self.capture.close()
             self.decision_log.close()
@@ -445,6 +459,7 @@ class Server:
     workers: int = 1
     activity: Activity = field(default_factory=Activity)
     handoffs: HandoffView = field(default_factory=HandoffView)
+    forwarding: Forwarding | None = None
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     # (kind, call id, outcome, policy version, seconds): answered, not yet in metrics or the log
     _unrecorded: list[tuple[str, str | None, Outcome, str, float]] = field(default_factory=list)
