@@ -29,9 +29,16 @@ class Upstream:
 
     def __enter__(self) -> Upstream:
         config = uvicorn.Config(
-            self._app, http="h11", loop="asyncio", lifespan="off", interface="asgi3", log_config=None, log_level="warning",
-            access_log=False, timeout_graceful_shutdown=1,
-        )  # fmt: skip
+            self._app,
+            http="h11",
+            loop="asyncio",
+            lifespan="off",
+            interface="asgi3",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
         self._server, self._thread, started = start_in_thread(config, self._sock, 5)
         assert started, "the upstream did not start within 5 s"
         return self
