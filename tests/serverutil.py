@@ -22,11 +22,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import httpx
-import uvicorn
-
 # bench/ (beside router/), tests/ and ../shared/vapi come from pytest's pythonpath (pyproject).
-from check_reply import problems as _problems  # type: ignore[import-not-found]
+import check_reply  # type: ignore[import-not-found]
+import httpx
+import jsonschema
+import uvicorn
+from check_reply import problems as _problems
 from crmserver import ThreadedUvicorn, start_in_thread
 
 from bench import clean_env, stop_process
@@ -52,8 +53,22 @@ def payload(name: str) -> dict[str, Any]:
     return data
 
 
+def _extend_check_reply() -> None:
+    """check_reply.py knows the assistant-request and transfer replies; the same check for the
+    handoff reply (its schema file, which has no $refs) and the tool-calls reply (in the bundle)."""
+    check_reply.ROOTS.setdefault("tool-calls", "ServerMessageResponseToolCalls")
+    check_reply.ROOTS.setdefault(
+        "handoff-destination-request", "ServerMessageResponseHandoffDestinationRequest"
+    )
+    if "handoff-destination-request" not in check_reply._validators:
+        spec = VAPI_DIR / "spec" / "schemas" / "ServerMessageResponseHandoffDestinationRequest.json"
+        schema = check_reply._mend(json.loads(spec.read_text(encoding="utf-8")))
+        check_reply._validators["handoff-destination-request"] = jsonschema.Draft7Validator(schema)
+
+
 def reply_problems(kind: str, reply: Any) -> list[str]:
     """Every way `reply` fails Vapi's schema for answering a `kind` message (../shared/vapi)."""
+    _extend_check_reply()
     found: list[str] = _problems(kind, reply)
     return found
 

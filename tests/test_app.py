@@ -31,7 +31,7 @@ from router.server.http import MAX_BODY
 SAFE = "11111111-1111-4111-8111-111111111111"
 DESK = "22222222-2222-4222-8222-222222222222"
 GOLD_SQUAD = "33333333-3333-4333-8333-333333333333"
-KNOWN_FLOW = "44444444-4444-4444-8444-444444444444"
+KNOWN_SQUAD = "44444444-4444-4444-8444-444444444444"
 CALL_ID = "0c5d8f2e-7a41-4b9e-9d33-5e2f6a1b7c90"
 
 POLICY = f"""\
@@ -68,7 +68,7 @@ routes:
     then: desk
   - id: known-caller
     when: {{caller: "+14155550142"}}
-    then: {{workflowId: {KNOWN_FLOW}}}
+    then: {{squadId: {KNOWN_SQUAD}}}
 transfers:
   - id: billing
     when: {{caller: "+14155550142"}}
@@ -156,13 +156,13 @@ def message(name: str, **changes: Any) -> dict[str, Any]:
         pytest.param(
             "assistant-request.pstn.json",
             {"timestamp": 1767290405312 + 3600_000},
-            {"workflowId": KNOWN_FLOW},
+            {"squadId": KNOWN_SQUAD},
             id="epoch-ms-an-hour-later",
         ),
         pytest.param(
             "assistant-request.iso-timestamp.json",
             {"timestamp": "2026-01-01T19:00:05.312Z"},
-            {"workflowId": KNOWN_FLOW},
+            {"squadId": KNOWN_SQUAD},
             id="iso-an-hour-later",
         ),
         pytest.param(
@@ -171,7 +171,7 @@ def message(name: str, **changes: Any) -> dict[str, Any]:
         pytest.param(
             "assistant-request.national-format-caller.json",
             {"timestamp": 1767290405312 + 3600_000},
-            {"workflowId": KNOWN_FLOW},
+            {"squadId": KNOWN_SQUAD},
             id="national-format-caller-matches-e164-route",
         ),
         pytest.param(
@@ -502,7 +502,7 @@ def test_decision_log(
             "+1650*****17",
         ],
         "log-4": ["assistant-request", "sip-gold", None, "squadId", "+1415*****42", "anonymous"],
-        "log-5": ["assistant-request", "known-caller", None, "workflowId", "+1415*****42", "+1650*****17"],
+        "log-5": ["assistant-request", "known-caller", None, "squadId", "+1415*****42", "+1650*****17"],
     }
     text = srv.log_text()
     out, err = capfd.readouterr()
@@ -696,7 +696,7 @@ def test_explain_with_call_facts(srv: InProcess, client: httpx.Client) -> None:
     assert (data["route"], data["target"], data["reply"]) == (
         "known-caller",
         None,
-        {"workflowId": KNOWN_FLOW},
+        {"squadId": KNOWN_SQUAD},
     )
     assert [s["route"] for s in data["trace"]] == [
         "sip-gold",
@@ -744,12 +744,22 @@ def test_resolve(srv: InProcess, client: httpx.Client) -> None:
     later = resolve(
         {**outbound, "timestamp": 1767290405312 + 3600_000, "phoneNumber": {"number": "+16505550117"}}
     )
-    assert later.json() == {"workflowId": KNOWN_FLOW}
+    assert later.json() == {"squadId": KNOWN_SQUAD}
     destination = resolve({"customer": {"number": "+15550000001"}, "phoneNumberId": "pn-1"})
     assert destination.status_code == 422
     assert set(destination.json()) == {"error", "route"} and destination.json()["route"] == "blocked"
     error = resolve({"customer": {"number": None}, "phoneNumberId": "pn-1"})
-    assert error.status_code == 422 and error.json()["route"] == "withheld"
+    assert error.status_code == 422
+    assert error.json() == {"error": "Sorry, we can't take calls from withheld numbers.", "route": "withheld"}
+    lines = [r for r in srv.records_until_marker(client) if r.get("type") == "resolve"]
+    assert [(r["route"], r["reply"], r["caller"]) for r in lines[-4:]] == [
+        ("new-year", "assistantId", "+1415*****42"),
+        ("known-caller", "squadId", "+1415*****42"),
+        ("blocked", "destination", "+1555*****01"),
+        ("withheld", "error", "anonymous"),
+    ]
+    samples = srv.metrics(client)
+    assert metric(samples, "router_decisions_total", route="withheld") >= 1
     refused = resolve(outbound, headers={"x-vapi-secret": "wrong"})
     assert (refused.status_code, refused.content) == (401, UNAUTHORIZED)
     via_hmac = client.post("/v1/resolve", content=dumps(outbound), headers=hmac_headers(dumps(outbound)))

@@ -180,6 +180,21 @@ def _lines(text: str) -> list[str]:
             id="targets_well_formed-transfers",
         ),
         pytest.param(
+            "targets:\n  flow: {workflowId: w, workflowOverrides: {variableValues: {a: b}}}\n"
+            "routes:\n  - {id: a, then: {workflow: {name: x, nodes: [], edges: []}}}\n"
+            "default: flow\n",
+            [
+                "p.yaml:3:10: error: workflowId: Vapi retired workflows on August 18, 2026; from August 19, "
+                "2026 they no longer run. Use squadId (a saved squad) or squad (an inline one) instead "
+                "[vapi-retired]",
+                "p.yaml:3:25: error: workflowOverrides: Vapi retired workflows on August 18, 2026; from "
+                "August 19, 2026 they no longer run. Use squadOverrides instead [vapi-retired]",
+                "p.yaml:5:20: error: workflow: Vapi retired workflows on August 18, 2026; from August 19, "
+                "2026 they no longer run. Use squad (an inline squad) or squadId instead [vapi-retired]",
+            ],
+            id="workflows_retired",
+        ),
+        pytest.param(
             "default:\n  assistant: {firstMesage: hi, serverUrl: 'https://x', maxDurationSeconds: 1}\n",
             [
                 'p.yaml:3:15: error: unknown field "firstMesage" for an assistant (did you mean '

@@ -238,7 +238,7 @@ routes:
         - weight: 30
           then:
             split:
-              - {weight: 1, then: {workflowId: w-1}}
+              - {weight: 1, then: {squadId: s-1}}
               - {weight: 3, then: {destination: {type: number, number: "+16505550100"}}}
 default: desk
 """

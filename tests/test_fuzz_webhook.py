@@ -63,7 +63,7 @@ routes:
     then: {destination: {type: number, number: "+16505550100", message: ""}}
   - id: mobiles-abroad
     when: {caller: {country: [MX, GB], type: mobile}}
-    then: {workflowId: 6c2d0f8b-3e4a-4b7c-9d0e-1f2a3b4c5d6e}
+    then: {squadId: 6c2d0f8b-3e4a-4b7c-9d0e-1f2a3b4c5d6e}
   - id: regex
     when: {caller: {regex: '\\+1212\\d{7}'}, phone_number_id: 7b8c9d0e-1f2a-4b3c-8d4e-5f6a7b8c9d0e}
     then: {assistantId: 7d1f0c52-3b9e-4a8e-9f0d-6c2b1e4a5d77}

@@ -174,7 +174,7 @@ def inline_target(names: tuple[str, ...], crm: bool) -> st.SearchStrategy[Any]:
             variables,
         ),
         st.builds(lambda i: {"squadId": i}, st.sampled_from(UUIDS)),
-        st.builds(lambda i: {"workflowId": i}, st.sampled_from(UUIDS)),
+        st.builds(lambda i: {"squadId": i, "squadOverrides": {}}, st.sampled_from(UUIDS)),
         st.builds(
             lambda n, m: {"destination": {"type": "number", "number": n, "message": m}},
             number,

@@ -39,8 +39,8 @@ targets:
   to-sip-literal: {destination: {type: sip, sipUri: "sip:${crm.name}@pbx.example.com"}}
   squad: {squadId: "${crm.agent}"}
   flow:
-    workflowId: "${crm.agent}"
-    workflowOverrides: {variableValues: {r: "${route}", c: "${call.id}", d: "${dialled}"}}
+    squadId: "${crm.agent}"
+    squadOverrides: {variableValues: {r: "${route}", c: "${call.id}", d: "${dialled}"}}
   err: {error: "Sorry ${crm.name}"}
   err-only: {error: "${crm.msg}"}
   odd:
@@ -179,7 +179,7 @@ EMPTY = re.compile(r"TemplateError: the (\w+) rendered empty for this call")
             id="sip-literal-never-empty",
         ),
         pytest.param("squad", {"agent": ""}, None, False, "squadId", id="squad-empty"),
-        pytest.param("flow", {"agent": ""}, None, False, "workflowId", id="workflow-empty"),
+        pytest.param("flow", {"agent": ""}, None, False, "squadId", id="flow-empty"),
         pytest.param("err", {"name": ""}, None, False, b'{"error":"Sorry "}', id="error-literal"),
         pytest.param("err-only", {"msg": ""}, None, False, "error", id="error-empty"),
         pytest.param(
@@ -225,7 +225,7 @@ def test_route_and_call_references() -> None:
     leaf = P.targets["flow"]
     f = facts(dialled=None, call_id=None, crm={"agent": "w-1"})
     assert render_bytes(leaf, f, 'odd "route"') == (
-        b'{"workflowId":"w-1","workflowOverrides":{"variableValues":{"r":"odd \\"route\\"","c":"","d":""}}}'
+        b'{"squadId":"w-1","squadOverrides":{"variableValues":{"r":"odd \\"route\\"","c":"","d":""}}}'
     )
 
 

@@ -49,8 +49,8 @@ routes:
         - weight: 50
           then:
             split:
-              - {weight: 1, then: {workflowId: w-1}}
-              - {weight: 1, then: {workflowId: w-2}}
+              - {weight: 1, then: {assistantId: w-1}}
+              - {weight: 1, then: {assistantId: w-2}}
   - {id: personal, when: {dialled: "+16505550119"}, then: personal}
   - {id: liquid, when: {dialled: "+16505550120"}, then: liquid-only}
   - id: silent-transfer
@@ -127,7 +127,8 @@ def test_split_distribution_follows_weights() -> None:
 
 def test_nested_split_distribution() -> None:
     split = route("nested")
-    counts = Counter(choose(split, facts(c)).body.get("workflowId", "squad") for c in callers(10_000, seed=1))
+    leaves = (choose(split, facts(c)).body for c in callers(10_000, seed=1))
+    counts = Counter(body.get("assistantId", "squad") for body in leaves)
     assert abs(counts["squad"] / 10_000 - 0.50) <= 0.03
     assert abs(counts["w-1"] / 10_000 - 0.25) <= 0.03
     assert abs(counts["w-2"] / 10_000 - 0.25) <= 0.03

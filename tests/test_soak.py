@@ -74,7 +74,7 @@ routes:
     then: {{squadId: 5b1c9e7a-2d3f-4a6b-8c9d-0e1f2a3b4c5d}}
   - id: stranger
     when: {{crm_status: not_found}}
-    then: {{workflowId: 0b6a9e1c-5d4f-4c2a-8e7b-3f9d2a1c6e50}}
+    then: {{squadId: 0b6a9e1c-5d4f-4c2a-8e7b-3f9d2a1c6e50}}
 default: desk
 """
 

@@ -32,6 +32,12 @@ DEEP = {
     "TransferDestinationSip": "a SIP destination",
     "TransferDestinationAssistant": "an assistant transfer destination",
     "HandoffDestinationAssistant": "an assistant handoff destination",
+    "HandoffDestinationSquad": "a squad handoff destination",
+    "HandoffDestinationDynamic": "a dynamic handoff destination",
+    "ToolMessageStart": "a request-start message",
+    "ToolMessageComplete": "a request-complete message",
+    "ToolMessageFailed": "a request-failed message",
+    "ToolMessageDelayed": "a request-response-delayed message",
     "TransferPlan": "a transfer plan",
     "TransferFallbackPlan": "a transfer fallback plan",
     "SummaryPlan": "a summary plan",
@@ -198,8 +204,14 @@ def _with_null(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def destination() -> dict[str, Any]:
-    """Number or SIP chosen by `type`, so a problem is reported against the branch meant."""
+def destination(
+    branches: tuple[tuple[str, str], ...] = (
+        ("number", "TransferDestinationNumber"),
+        ("sip", "TransferDestinationSip"),
+    ),
+    noun: str = "a destination",
+) -> dict[str, Any]:
+    """A union chosen by `type`, so a problem is reported against the branch meant."""
 
     def branch(value: str, name: str) -> dict[str, Any]:
         return {
@@ -208,12 +220,33 @@ def destination() -> dict[str, Any]:
         }
 
     return {
-        "x-noun": "a destination",
+        "x-noun": noun,
         "type": "object",
         "required": ["type"],
-        "properties": {"type": {"type": "string", "enum": ["number", "sip"]}},
-        "allOf": [branch("number", "TransferDestinationNumber"), branch("sip", "TransferDestinationSip")],
+        "properties": {"type": {"type": "string", "enum": [value for value, _ in branches]}},
+        "allOf": [branch(value, name) for value, name in branches],
     }
+
+
+# ServerMessageResponseTransferDestinationRequest.destination and .message,
+# ServerMessageResponseHandoffDestinationRequest.destination (typed only `object` in the
+# spec; the handoff tool's destinations are these three)
+TRANSFER_DESTINATION = (
+    ("number", "TransferDestinationNumber"),
+    ("sip", "TransferDestinationSip"),
+    ("assistant", "TransferDestinationAssistant"),
+)
+HANDOFF_DESTINATION = (
+    ("assistant", "HandoffDestinationAssistant"),
+    ("squad", "HandoffDestinationSquad"),
+    ("dynamic", "HandoffDestinationDynamic"),
+)
+TOOL_MESSAGE = (
+    ("request-start", "ToolMessageStart"),
+    ("request-complete", "ToolMessageComplete"),
+    ("request-failed", "ToolMessageFailed"),
+    ("request-response-delayed", "ToolMessageDelayed"),
+)
 
 
 def has_path(components: dict[str, Any], start: str, dotted: str) -> bool:
@@ -244,6 +277,9 @@ def derive(spec_dir: Path) -> dict[str, Any]:
     deriver = Deriver(components)
     defs = {name: deriver.definition(name) for name in DEEP}
     defs["Destination"] = destination()
+    defs["TransferDestination"] = destination(TRANSFER_DESTINATION, "a transfer destination")
+    defs["HandoffDestination"] = destination(HANDOFF_DESTINATION, "a handoff destination")
+    defs["ToolMessage"] = destination(TOOL_MESSAGE, "a tool message")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "urn:vapi-router:vapi-payloads",

@@ -19,7 +19,16 @@ from router.errors import PolicyError, did_you_mean
 from router.policy.compiler import PRIMARY, TEMPLATE, as_list
 from router.policy.document import Document, pointer_of
 from router.policy.replycheck import constrained_spots
+from router.policy.retired import retired_keys
 from router.policy.schedule_checks import check_schedule
+from router.policy.toolroutes import (
+    CONTEXTS,
+    TOOL_CONTEXTS,
+    destination_kind,
+    misplaced_keys,
+    named_use_problem,
+    tool_conditions,
+)
 from router.policy.vapi_payloads import check_payload
 from router.runtime import phone
 from router.runtime.model import OVERRIDES
@@ -218,9 +227,7 @@ class Context:
             yield from _walk_target(w, raw, "default")
         for w, raw, section in self.routes:
             if "then" in raw:
-                yield from _walk_target(
-                    w.at("then"), raw["then"], "transfer" if section == "transfers" else "route"
-                )
+                yield from _walk_target(w.at("then"), raw["then"], CONTEXTS[section])
 
     def conditions(self) -> Iterator[tuple[Where, dict[str, Any]]]:
         for w, raw, _ in self.routes:
@@ -292,7 +299,7 @@ def build_context(docs: Sequence[Document], crm_fields: frozenset[str] | None) -
                     )
                     continue
                 table[name] = (w, raw)
-        for section in ("routes", "transfers"):
+        for section in CONTEXTS:
             for i, raw in enumerate(data.get(section) or []):
                 if isinstance(raw, dict):
                     ctx.routes.append((root.at(section, i), raw, section))
@@ -627,12 +634,18 @@ def _number_mapping(w: Where, spec: dict[str, Any]) -> Iterator[PolicyError]:
 def targets_well_formed(ctx: Context) -> Iterator[PolicyError]:
     for w, raw, context in ctx.all_targets():
         if not isinstance(raw, dict):
-            if context == "transfer" and isinstance(raw, str) and raw in ctx.targets:
+            if context in TOOL_CONTEXTS and isinstance(raw, str) and raw in ctx.targets:
                 kind = _kind(ctx.targets[raw][1])
                 if kind not in ("destination", "error", None):
                     yield w.error(
-                        f'a transfer answers with a destination or an error; target "{raw}" is {kind}',
+                        f'a {context} answers with a destination or an error; target "{raw}" is {kind}',
                         "bad-transfer-target",
+                    )
+            if isinstance(raw, str) and raw in ctx.targets:
+                why = named_use_problem(ctx.targets[raw][1], context)
+                if why:
+                    yield w.error(
+                        f'target "{raw}" cannot answer an assistant-request: {why}', "bad-target-use"
                     )
             continue
         kinds = [k for k in PRIMARY if k in raw]
@@ -646,10 +659,12 @@ def targets_well_formed(ctx: Context) -> Iterator[PolicyError]:
                 wanted = OVERRIDES.get(kind)
                 hint = f"; use {wanted}" if wanted else f"; a {kind} target takes no overrides"
                 yield w.at(key).error(f"{key} does not go with {kind}{hint}", "bad-overrides", key=True)
-        if context == "transfer" and kind not in ("destination", "error", "split"):
+        if context in TOOL_CONTEXTS and kind not in ("destination", "error", "split"):
             yield w.error(
-                f"a transfer answers with a destination or an error, not {kind}", "bad-transfer-target"
+                f"a {context} answers with a destination or an error, not {kind}", "bad-transfer-target"
             )
+        for key, message in misplaced_keys(raw, context):
+            yield w.at(key).error(message, "bad-tool-reply", key=True)
         if kind == "split" and isinstance(raw["split"], list):
             weights = [v.get("weight") for v in raw["split"] if isinstance(v, dict)]
             if all(isinstance(x, int) for x in weights) and sum(weights) <= 0:  # type: ignore[arg-type]
@@ -661,9 +676,10 @@ def targets_well_formed(ctx: Context) -> Iterator[PolicyError]:
                     yield w.at("split", i, "weight").error(
                         "a variant with weight 0 never answers", "bad-split", severity="warning"
                     )
-        for key in (kind, "assistantOverrides", "squadOverrides", "workflowOverrides"):
+        for key in (kind, "assistantOverrides", "squadOverrides", "workflowOverrides", "message"):
             if key in raw and isinstance(raw[key], dict):
-                for p in check_payload(key, raw[key]):
+                payload = destination_kind(context) if key == "destination" else key
+                for p in check_payload(payload, raw[key]):
                     yield Where(w.doc, w.pointer + pointer_of(key) + p.pointer).error(
                         p.message, p.code, key=p.code in ("vapi-unknown-field", "vapi-legacy-field")
                     )
@@ -678,6 +694,25 @@ def targets_well_formed(ctx: Context) -> Iterator[PolicyError]:
 
 def _has_template(value: Any) -> bool:
     return isinstance(value, str) and "${" in value
+
+
+def workflows_retired(ctx: Context) -> Iterator[PolicyError]:
+    """workflowId/workflow/workflowOverrides: Vapi no longer runs workflows (DESIGN §9)."""
+    for w, raw, _ in ctx.all_targets():
+        for key, message in retired_keys(raw):
+            yield w.at(key).error(message, "vapi-retired", key=True)
+
+
+def tool_conditions_placed(ctx: Context) -> Iterator[PolicyError]:
+    """`parameters` and `assistant` read a tool call: only transfers and handoffs have one."""
+    for w, raw, section in ctx.routes:
+        if section == "routes":
+            for path, key in tool_conditions(raw.get("when")):
+                yield w.at("when", *path).error(
+                    f"`{key}` reads the tool call of a transfer or handoff; an assistant-request has none",
+                    "bad-condition",
+                    key=True,
+                )
 
 
 def _kind(raw: Any) -> str | None:
@@ -763,7 +798,7 @@ def unreachable_routes(ctx: Context) -> Iterator[PolicyError]:
     Each `when` becomes a set of canonical (key, value) items; a later route checks every
     subset of its own items (routes have a handful of keys) against the earlier routes'
     sets, so this stays linear in the number of routes."""
-    for section in ("routes", "transfers"):
+    for section in CONTEXTS:
         earlier: dict[frozenset[str], str] = {}
         for w, raw, sec in ctx.routes:
             if sec != section:
@@ -820,6 +855,8 @@ CHECKS: tuple[Check, ...] = (
     references_resolve,
     numbers_valid,
     targets_well_formed,
+    workflows_retired,
+    tool_conditions_placed,
     templates_resolve,
     schedules_valid,
     crm_conditions_need_crm,

@@ -17,6 +17,7 @@ import regex
 
 from router.policy.document import Document, pointer_of
 from router.policy.replycheck import check_rendered
+from router.policy.toolroutes import tool_message
 from router.runtime import phone
 from router.runtime.facts import scalar_text
 from router.runtime.model import (
@@ -52,6 +53,7 @@ from router.runtime.model import (
 )
 from router.runtime.replies import splice
 from router.runtime.schedules import Schedule, compile_schedule
+from router.runtime.toolcall import AssistantIs, Parameter
 
 TEMPLATE = re.compile(r"\$\{([^}]*)\}")
 PRIMARY = (*TARGET_KINDS, "split")
@@ -101,6 +103,7 @@ class _Set:
         self.targets: dict[str, tuple[Document, str, Any]] = {}
         self.routes: list[tuple[Document, str, dict[str, Any]]] = []
         self.transfers: list[tuple[Document, str, dict[str, Any]]] = []
+        self.handoffs: list[tuple[Document, str, dict[str, Any]]] = []
         for doc in docs:
             data = doc.data if isinstance(doc.data, dict) else {}
             self.settings.update(data.get("settings") or {})
@@ -117,6 +120,8 @@ class _Set:
                 self.routes.append((doc, pointer_of("routes", i), raw))
             for i, raw in enumerate(data.get("transfers") or []):
                 self.transfers.append((doc, pointer_of("transfers", i), raw))
+            for i, raw in enumerate(data.get("handoffs") or []):
+                self.handoffs.append((doc, pointer_of("handoffs", i), raw))
 
 
 def source(doc: Document, pointer: str) -> Source:
@@ -128,7 +133,10 @@ class Compiler:
         self.set = _Set(docs)
         s = self.set.settings
         self.settings = Settings(
-            timezone=s.get("timezone", "UTC"), region=s.get("region"), deadline_ms=s.get("deadline_ms", 4000)
+            timezone=s.get("timezone", "UTC"),
+            region=s.get("region"),
+            deadline_ms=s.get("deadline_ms", 4000),
+            forward=s.get("forward"),
         )
         self.crm_file = crm_file
         self.schedules: dict[str, Schedule] = {
@@ -211,6 +219,11 @@ class Compiler:
         if key == "variables":
             found = [Variable(k, frozenset(_text(x) for x in as_list(v))) for k, v in value.items()]
             return found[0] if len(found) == 1 else All(tuple(found))
+        if key == "parameters":
+            args = [Parameter(k, frozenset(_text(x) for x in as_list(v))) for k, v in value.items()]
+            return args[0] if len(args) == 1 else All(tuple(args))
+        if key == "assistant":
+            return AssistantIs(frozenset(as_list(value)))
         if key == "any":
             return AnyOf(tuple(self.condition(c) for c in value))
         if key == "all":
@@ -242,7 +255,12 @@ class Compiler:
                 sub = self.target(doc, f"{pointer}/split/{i}/then", v["then"], salt=f"{salt}/{i}")
                 variants.append(Variant(upto, sub))
             return Target(name, "split", src, variants=tuple(variants), total_weight=upto, salt=salt)
-        body = {k: _templated(v) for k, v in raw.items() if k != "description"}
+        # a transfer's plain-string message goes as the ToolMessage Vapi's schema requires
+        body = {
+            k: _templated(tool_message(v) if k == "message" else v)
+            for k, v in raw.items()
+            if k != "description"
+        }
         templated = _has_template(body)
         prepared = None if templated else orjson.dumps(body)
         spliced = splice(kind, body) if templated else None
@@ -298,6 +316,7 @@ class Compiler:
             fallback = self.target(fdoc, "/settings/fallback", self.set.settings["fallback"], salt="fallback")
         routes = self.routes(self.set.routes)
         transfers = self.routes(self.set.transfers)
+        handoffs = self.routes(self.set.handoffs)
         for name in self.set.targets:
             self.named_target(name)
         crm = self.crm()
@@ -309,7 +328,7 @@ class Compiler:
             return reads[id(t)]
 
         needs_crm = crm is not None and (
-            any(_reads_crm(r.when) or target_reads(r.then) for r in (*routes, *transfers))
+            any(_reads_crm(r.when) or target_reads(r.then) for r in (*routes, *transfers, *handoffs))
             or target_reads(default)
         )
         return Policy(
@@ -325,6 +344,8 @@ class Compiler:
             fallback=fallback,
             index=build_index(routes),
             transfer_index=build_index(transfers),
+            handoffs=handoffs,
+            handoff_index=build_index(handoffs),
             needs_crm=needs_crm,
             check_reply=check_rendered,
         )

@@ -27,8 +27,12 @@ KINDS: Final = (
     "workflow",
     "workflowOverrides",
     "destination",
+    "transferDestination",
+    "handoffDestination",
+    "message",
 )
-"""The keys of a policy target whose value is a Vapi payload this module checks."""
+"""The kinds of Vapi payload this module checks: a policy target's keys, plus the destination
+of a transfer (number, SIP or assistant) and of a handoff, and a transfer's tool message."""
 
 _ROOTS: Final = {
     "assistant": "CreateAssistantDTO",
@@ -38,6 +42,9 @@ _ROOTS: Final = {
     "workflow": "CreateWorkflowDTO",
     "workflowOverrides": "WorkflowOverrides",
     "destination": "Destination",
+    "transferDestination": "TransferDestination",
+    "handoffDestination": "HandoffDestination",
+    "message": "ToolMessage",
 }
 _LONGEST_LISTED_ENUM: Final = 30  # serverMessages (28) is listed whole; languages are not
 _TEMPLATE: Final = "${"
@@ -319,7 +326,8 @@ def _label(path: Sequence[str | int], kind: str) -> str:
             indexes = f"[{part}]{indexes}"
         else:
             return f'"{part}{indexes}"'
-    return f'"{kind}{indexes}"'
+    shown = "destination" if kind.endswith("Destination") else kind
+    return f'"{shown}{indexes}"'
 
 
 def _pointer(path: Sequence[str | int]) -> str:

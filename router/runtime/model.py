@@ -576,6 +576,7 @@ class Settings:
     timezone: str = "UTC"
     region: str | None = None
     deadline_ms: int = 4000
+    forward: Mapping[str, Any] | None = None  # settings.forward as checked (DESIGN §9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -622,6 +623,9 @@ class Policy:
     # Raises when a rendered reply fails Vapi's schema (a ${…} value out of its limits); set
     # by the compiler, which knows Vapi's schema (runtime does not import the policy stage).
     check_reply: Callable[[Target, bytes], None] | None = None
+    # DESIGN §9: routes answering handoff-destination-request (squads)
+    handoffs: tuple[Route, ...] = ()
+    handoff_index: RouteIndex | None = None
 
 
 # ---------------------------------------------------------------- decisions

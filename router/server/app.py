@@ -36,6 +36,8 @@ from router.server.connguard import ConnectionLimits
 from router.server.console import console_routes
 from router.server.decisionlog import DecisionLog, timestamp
 from router.server.explainapi import explain_request, resolve_request
+from router.server.forward import Forwarding, is_notification
+from router.server.handoff import HandoffView, as_handoff
 from router.server.http import (
     ARRIVED,
     EMPTY,
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from router.server.jwks import PendingKey
 
 log = logging.getLogger("router.server.app")
+TOOL_KINDS = ("transfer-destination-request", "handoff-destination-request")
 
 
 class WebhookEndpoint:
@@ -176,7 +179,7 @@ class Server:
             return 400, NOT_MESSAGE
         kind = message["type"]
         if kind not in ("assistant-request", "transfer-destination-request"):
-            return 200, EMPTY
+            return self.other_message(kind, message, body, started)
         live = self.store.live
         if live is None:  # serve never starts without a policy; tests may
             return 503, NO_POLICY
@@ -190,6 +193,45 @@ class Server:
                 outcome = dataclasses.replace(outcome, deadline=outcome.deadline - (started - early))
             return self._answer_later(kind, message, outcome, live, started)
         return self._answered(kind, message, outcome, live, started, record_later)
+
+    def other_message(
+        self, kind: str, message: dict[str, Any], body: bytes, started: float
+    ) -> tuple[int, bytes] | Coroutine[Any, Any, tuple[int, bytes]]:
+        """Every message type but the two routed above (DESIGN §9): handoffs are routed too;
+        with settings.forward the rest is proxied (answered types) or queued (notifications)."""
+        live = self.store.live
+        if kind == "handoff-destination-request":
+            if live is None:
+                return 503, NO_POLICY
+            outcome = decide_now(self.handoffs.of(live), message, started=started, transfer=True)
+            if isinstance(outcome, Pending):
+                return self._handoff_later(kind, message, outcome, live, started)
+            return self._handoff_answered(kind, message, outcome, live, started)
+        forward = live.policy.settings.forward if live is not None else None
+        if forward is None:
+            return 200, EMPTY
+        if self.forwarding is None:
+            self.forwarding = Forwarding(self.metrics.registry, self.store.env)
+        forwarder = self.forwarding.for_settings(forward)
+        assert forwarder is not None
+        if is_notification(kind):
+            forwarder.notify(kind, body)
+            return 200, EMPTY
+        return forwarder.proxy(kind, message, body)
+
+    async def _handoff_later(
+        self, kind: str, message: dict[str, Any], pending: Pending, live: Live, started: float
+    ) -> tuple[int, bytes]:
+        return self._handoff_answered(kind, message, await pending.finish(), live, started)
+
+    def _handoff_answered(
+        self, kind: str, message: dict[str, Any], outcome: Outcome, live: Live, started: float
+    ) -> tuple[int, bytes]:
+        outcome = as_handoff(outcome)
+        self._record(
+            kind, _call_id(message), outcome, live.policy.version, time.perf_counter() - started, timestamp()
+        )
+        return 200, outcome.body
 
     def _refuse(self, headers: Mapping[str, str]) -> tuple[int, bytes]:
         self.metrics.auth_failures.labels(refused_scheme(self.auth, headers)).inc()
@@ -305,7 +347,7 @@ class Server:
         self, kind: str, call_id: str | None, o: Outcome, version: str, elapsed: float, stamp: str
     ) -> None:
         outcome = "fallback" if o.fallback_reason else ("matched" if o.route else "default")
-        if kind == "transfer-destination-request" and o.reply_kind == "none" and not o.fallback_reason:
+        if kind in TOOL_KINDS and o.reply_kind == "none" and not o.fallback_reason:
             outcome = "no_transfer"
         record = o.crm_record
         self.metrics.answered(
@@ -321,7 +363,7 @@ class Server:
             "time": stamp,
             "call_id": call_id,
             "type": kind,
-            "route": o.route or ("default" if kind == "assistant-request" else None),
+            "route": o.route or ("default" if kind in ("assistant-request", "resolve") else None),
             "target": o.target,
             "reply": o.reply_kind,
             "policy": version,
@@ -389,7 +431,10 @@ class Server:
         return await token_endpoint(request, issuer=self.auth.oauth, metrics=self.metrics, clock=self.clock)
 
     async def resolve(self, request: Request) -> Response:
-        return await resolve_request(request, store=self.store, authenticate=self.authenticate)
+        def record(outcome: Outcome, version: str, elapsed: float) -> None:
+            self._record("resolve", None, outcome, version, elapsed, timestamp())
+
+        return await resolve_request(request, store=self.store, authenticate=self.authenticate, record=record)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -416,6 +461,8 @@ class Server:
             live = self.store.live
             if live is not None and live.crm is not None:
                 await live.crm.aclose()
+            if self.forwarding is not None:
+                await self.forwarding.aclose()
             if self.capture is not None:
                 self.capture.close()
             self.decision_log.close()
@@ -431,6 +478,8 @@ class Server:
     workers: int = 1
     activity: Activity = field(default_factory=Activity)
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)  # head/body timeouts, cap
+    handoffs: HandoffView = field(default_factory=HandoffView)
+    forwarding: Forwarding | None = None
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     # (kind, call id, outcome, policy version, seconds): answered, not yet in metrics or the log
     _unrecorded: list[tuple[str, str | None, Outcome, str, float]] = field(default_factory=list)

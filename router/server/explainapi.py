@@ -12,11 +12,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from router.policy.retired import RETIRED_ON
 from router.runtime.decide import answer_fallback, explain_answer
 from router.runtime.facts import facts_from_call
 from router.runtime.model import CrmStatus
 from router.server.http import BodyTooLarge, read_body
-from router.server.service import base_facts, decide, lookup_crm
+from router.server.service import Outcome, base_facts, decide, lookup_crm
 from router.server.store import PolicyStore
 
 
@@ -89,8 +90,14 @@ async def resolve_request(
     *,
     store: PolicyStore,
     authenticate: Callable[[Mapping[str, str], bytes, str, str], Awaitable[bool]],
+    record: Callable[[Outcome, str, float], None] | None = None,
 ) -> Response:
-    """The assistant/squad/workflow part of a decision for Vapi's POST /call (outbound)."""
+    """The assistant/squad part of a decision for Vapi's POST /call (outbound). `record` writes
+    its decision-log line and metrics (outcome, policy version, seconds taken).
+
+    A decision that is an error answers 422 with the policy's own sentence; a destination (an
+    outbound call cannot transfer before it starts) or a retired workflow (DESIGN §9: never
+    answered) answers 422 saying why."""
     started = time.perf_counter()
     try:
         raw = await read_body(request)
@@ -119,13 +126,22 @@ async def resolve_request(
         "call": {"phoneNumberId": pnid, "type": "outboundPhoneCall"},
     }
     outcome = await decide(live, message, started=started)
-    if outcome.reply_kind in ("destination", "error"):
-        return _json(
-            {
-                "error": f"the decision is {'an' if outcome.reply_kind == 'error' else 'a'} "
-                f"{outcome.reply_kind}, which an outbound call cannot use",
-                "route": outcome.route or "default",
-            },
-            422,
-        )
+    if record is not None:
+        record(outcome, live.policy.version, time.perf_counter() - started)
+    refused = _refusal(outcome)
+    if refused is not None:
+        return _json({"error": refused, "route": outcome.route or "default"}, 422)
     return Response(outcome.body, media_type="application/json")
+
+
+def _refusal(outcome: Outcome) -> str | None:
+    """Why /v1/resolve cannot hand this decision to POST /call, or None."""
+    kind = outcome.reply_kind
+    if kind == "error":
+        text = orjson.loads(outcome.body).get("error")
+        return text if isinstance(text, str) and text else "the decision is an error"
+    if kind == "destination":
+        return "the decision is a destination, which an outbound call cannot use"
+    if kind in ("workflowId", "workflow"):
+        return f"the decision is a workflow; Vapi retired workflows on {RETIRED_ON}: use a squad"
+    return None

@@ -17,6 +17,7 @@ from router.runtime.decide import Rendered, answer_decision, answer_fallback, ev
 from router.runtime.facts import facts_from_message
 from router.runtime.model import Decision, Facts, Policy
 from router.runtime.records import CrmRecord
+from router.runtime.toolcall import with_tool_call
 from router.server.store import Live
 
 log = logging.getLogger("router.server.service")
@@ -106,6 +107,8 @@ def decide_now(
     eval_ns = 0
     try:
         facts = base_facts(policy, message)
+        if transfer:  # the tool call's arguments and asking assistant (DESIGN §9)
+            facts = with_tool_call(facts, message)
         t = time.perf_counter_ns()
         decision: Decision = evaluate_for(policy, facts, transfer=transfer)
         eval_ns = time.perf_counter_ns() - t
