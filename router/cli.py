@@ -375,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_replay)
 
+    from router.tools.diffcli import add_parser as add_diff
+
+    add_diff(sub)
+
     p = sub.add_parser("crm", help="customer data: `crm import FILE --into DB` builds a SQLite CRM")
     crm = p.add_subparsers(dest="crm_command", required=True)
     p = crm.add_parser("import", help="CSV/JSON/YAML -> SQLite `customers`; every bad row as FILE:LINE:COL")

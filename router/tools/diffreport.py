@@ -1,0 +1,346 @@
+"""`diff` output: regions that differ alike merged into rows, as a Markdown table or JSON. [pure]
+
+A row is a product of classes (one set per axis) that all change the same way, OLD -> NEW;
+an axis whose set holds every class reads "any". Rows are what an ops engineer reads in a
+pull request: who calls, which number, what the CRM says, when, and both answers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from router.runtime.decide import Answer
+from router.tools.diff import Difference, DiffResult, Space
+from router.tools.diffspace import ABSENT, shown, value_classes
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+Row = tuple[frozenset[Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Axes:
+    """Where each axis sits in a flattened region key."""
+
+    variables: list[str]
+    tags: list[str]
+    fields: list[str]
+    columns: int
+
+    def flat(self, dims: tuple[Any, ...], domains: Sequence[frozenset[Any]]) -> Row:
+        """The region as one set per axis. Axes a call cannot have are wildcards (every
+        class), so that regions merge into rows that read well: for an anonymous caller
+        nothing of the CRM (it is never asked), and for a lookup that is not `ok` no fields."""
+        ckey, dkey, pnid, var, status, has, values, state, transfer = dims
+        flat = (ckey, dkey, pnid, *var, status, *has, *values, *state, transfer)
+        row = [frozenset((v,)) for v in flat]
+        crm = 3 + len(self.variables)
+        first_field = crm + 1 + len(self.tags)
+        if ckey == ("anonymous",):
+            row[crm : first_field + len(self.fields)] = domains[crm : first_field + len(self.fields)]
+        elif status != "ok":
+            row[first_field : first_field + len(self.fields)] = domains[
+                first_field : first_field + len(self.fields)
+            ]
+        return tuple(row)
+
+
+def _axes(space: Space) -> Axes:
+    a = space.atoms
+    return Axes(sorted(a.variables), sorted(a.tags), sorted(a.fields), len(space.columns))
+
+
+def _domains(space: Space, axes: Axes) -> list[frozenset[Any]]:
+    a = space.atoms
+    states = {s.state for s in space.slices}
+    return [
+        frozenset(space.callers),
+        frozenset(space.dialled),
+        frozenset(value_classes(a.ids) if a.ids else [ABSENT]),
+        *(frozenset(value_classes(a.variables[v])) for v in axes.variables),
+        frozenset(space.statuses),
+        *(frozenset((False, True)) for _ in axes.tags),
+        *(frozenset(value_classes(a.fields[f])) for f in axes.fields),
+        *(frozenset(s[i] for s in states) for i in range(axes.columns)),
+        frozenset((False, True)) if space.transfers else frozenset((False,)),
+    ]
+
+
+def merge_rows(flat: Sequence[Row]) -> list[Row]:
+    """Merge regions into products: rows equal but on one axis become one row with the
+    union on that axis, until nothing merges."""
+    rows: list[Row] = list(dict.fromkeys(flat))
+    width = len(rows[0]) if rows else 0
+    changed = True
+    while changed and len(rows) > 1:
+        changed = False
+        for axis in range(width):
+            groups: dict[Row, set[Any]] = defaultdict(set)
+            for row in rows:
+                groups[row[:axis] + row[axis + 1 :]].update(row[axis])
+            if len(groups) < len(rows):
+                changed = True
+                rows = [(*k[:axis], frozenset(v), *k[axis:]) for k, v in groups.items()]
+    return rows
+
+
+@dataclass
+class Group:
+    rows: list[Row]
+    examples: list[Difference]  # per row, its first region
+
+
+def _inside(flat: Row, row: Row) -> bool:
+    return all(a <= b for a, b in zip(flat, row, strict=True))
+
+
+def grouped(result: DiffResult) -> tuple[Axes, list[frozenset[Any]], list[Group]]:
+    axes = _axes(result.space)
+    domains = _domains(result.space, axes)
+    by_change: dict[Any, list[Difference]] = defaultdict(list)
+    for d in result.differences:
+        by_change[d.keys].append(d)
+    groups = []
+    for ds in by_change.values():
+        flats = [axes.flat(d.region.dims, domains) for d in ds]
+        rows = merge_rows(flats)
+        examples = [next(d for d, f in zip(ds, flats, strict=True) if _inside(f, row)) for row in rows]
+        groups.append(Group(rows, examples))
+    return axes, domains, groups
+
+
+# ---------------------------------------------------------------- cells
+
+
+def _join(labels: Sequence[str], limit: int = 4) -> str:
+    labels = sorted(dict.fromkeys(labels))
+    more = f" (+{len(labels) - limit} more)" if len(labels) > limit else ""
+    return " or ".join(labels[:limit]) + more
+
+
+def _slices(space: Space, allowed: Sequence[frozenset[Any]]) -> list[tuple[datetime, datetime]]:
+    out: list[tuple[datetime, datetime]] = []
+    for s in space.slices:
+        if all(bit in ok for bit, ok in zip(s.state, allowed, strict=True)):
+            if out and out[-1][1] == s.start:
+                out[-1] = (out[-1][0], s.end)
+            else:
+                out.append((s.start, s.end))
+    return out
+
+
+def _when(a: datetime, b: datetime, zone: ZoneInfo) -> str:
+    a, b = a.astimezone(zone), b.astimezone(zone)
+    first = f"{_DAYS[a.weekday()]} {a:%Y-%m-%d %H:%M}"
+    same_day = (b - a).days < 1 and (a.date() == b.date() or (b.hour, b.minute) == (0, 0))
+    last = f"{b:%H:%M}" if same_day else f"{_DAYS[b.weekday()]} {b:%m-%d %H:%M}"
+    return f"{first}–{last}"
+
+
+@dataclass(frozen=True, slots=True)
+class Cells:
+    caller: str
+    dialled: str
+    call: str  # phone number id, variables, message type
+    crm: str
+    time: str
+    slices: list[tuple[datetime, datetime]]
+
+
+def cells(space: Space, axes: Axes, domains: Sequence[frozenset[Any]], row: Row) -> Cells:
+    full = [row[i] == domains[i] for i in range(len(row))]
+    a = space.atoms
+    caller = "any" if full[0] else _join([a.caller.label(space.callers[k]) for k in row[0]])
+    dialled = "any" if full[1] else _join([a.dialled.label(space.dialled[k]) for k in row[1]])
+    i = 2
+    call = [] if full[i] else [f"phone number id {_join([shown(v) for v in row[i]])}"]
+    i += 1
+    for name in axes.variables:
+        call += [] if full[i] else [f"{name}={_join([shown(v) for v in row[i]])}"]
+        i += 1
+    crm = [] if full[i] else [f"status {_join(list(row[i]))}"]
+    i += 1
+    for tag in axes.tags:
+        if not full[i]:
+            crm.append(f"tag {tag}" if True in row[i] else f"no tag {tag}")
+        i += 1
+    for name in axes.fields:
+        if not full[i]:
+            values = [v for v in row[i] if v != ABSENT]
+            crm.append(
+                f"no {name}"
+                if not values
+                else f"{name}={_join([shown(v) for v in values])}" + (" or none" if ABSENT in row[i] else "")
+            )
+        i += 1
+    time = []
+    allowed = list(row[i : i + axes.columns])
+    for (label, _), ok in zip(space.columns, allowed, strict=True):
+        if len(ok) == 1:
+            time.append(f"{label} {'open' if True in ok else 'closed'}")
+    i += axes.columns
+    if not full[i]:
+        call.append("transfer-destination-request" if True in row[i] else "assistant-request")
+    return Cells(
+        caller,
+        dialled,
+        "; ".join(call) or "any",
+        "; ".join(crm) or "any",
+        " and ".join(time) or "any time",
+        _slices(space, allowed),
+    )
+
+
+def answer_text(answer: Answer, *, transfer: bool) -> str:
+    route = answer.route or ("no transfer route" if transfer else "default")
+    return f"{route} → {answer.target or _inline(answer)}"
+
+
+def _inline(answer: Answer) -> str:
+    reply = answer.reply
+    if not reply:
+        return "{} (no transfer)"
+    kind = next(iter(reply))
+    return f"{kind} {_short(reply[kind])}"
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    if isinstance(value, dict):
+        value = value.get("number") or value.get("sipUri") or value.get("name") or "{…}"
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def reply_change(old: Answer, new: Answer) -> str:
+    """The top-level reply keys that differ, old -> new."""
+    a, b = old.reply, new.reply
+    keys = [k for k in dict.fromkeys((*a, *b)) if a.get(k) != b.get(k)]
+    return "; ".join(f"{k} {_short(a.get(k, '—'))} → {_short(b.get(k, '—'))}" for k in keys[:3])
+
+
+def example_flags(d: Difference, zone: ZoneInfo) -> str:
+    f = d.region.facts
+    flags = [f"--caller {f.caller or 'anonymous'}", f"--dialled {f.dialled or 'none'}"]
+    flags.append(f"--at {f.at.astimezone(zone).isoformat(timespec='minutes')}")
+    if f.caller and f.crm_status not in ("not_found", "disabled"):
+        flags.append(f"--crm-status {f.crm_status}")
+    if f.tags and f.caller:
+        flags.append("--tags " + ",".join(sorted(f.tags)))
+    flags += [f"--crm {k}={v}" for k, v in sorted(f.crm.items()) if f.caller]
+    flags += [f"--var {k}={v}" for k, v in sorted(f.variables.items())]
+    if f.phone_number_id:
+        flags.append(f"--phone-number-id {f.phone_number_id}")
+    if d.region.transfer:
+        flags.append("--transfer")
+    return " ".join(flags)
+
+
+# ---------------------------------------------------------------- renderers
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def diff_text(result: DiffResult, old: str, new: str) -> str:
+    space = result.space
+    zone = ZoneInfo(space.zone)
+    window = f"{result.start} + {result.days} day{'s' * (result.days != 1)} ({space.zone})"
+    if not result.differences:
+        lines = [
+            f"No difference: {old} and {new} answer every call alike over {window}; "
+            f"{result.regions:,} regions compared."
+        ]
+        return "\n".join(lines + [f"note: {n}" for n in result.notes])
+    axes, domains, groups = grouped(result)
+    rows = [
+        (d, cells(space, axes, domains, row))
+        for g in groups
+        for row, d in zip(g.rows, g.examples, strict=True)
+    ]
+    show_call = any(c.call != "any" for _, c in rows)
+    head = [
+        "#",
+        "caller",
+        "dialled",
+        *(["call"] if show_call else []),
+        "CRM",
+        "time",
+        f"OLD ({old})",
+        f"NEW ({new})",
+    ]
+    out = [
+        f"{len(rows)} region{'s' * (len(rows) != 1)} answer differently, {old} → {new}, over {window}; "
+        f"{result.regions:,} regions compared.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    examples = []
+    for n, (d, c) in enumerate(rows, 1):
+        transfer = d.region.transfer
+        new_text = answer_text(d.new, transfer=transfer)
+        if d.change == "reply":
+            new_text = f"same route and target; reply {reply_change(d.old, d.new)}"
+        when = c.time
+        if c.slices and c.time != "any time":
+            more = f" (+{len(c.slices) - 2} more)" if len(c.slices) > 2 else ""
+            when += ": " + ", ".join(_when(a, b, zone) for a, b in c.slices[:2]) + more
+        cols = [str(n), c.caller, c.dialled, *([c.call] if show_call else []), c.crm, when]
+        cols += [answer_text(d.old, transfer=transfer), new_text]
+        out.append("| " + " | ".join(_cell(x) for x in cols) + " |")
+        examples.append(f"  {n}. {example_flags(d, zone)}")
+    out += ["", "For example (`vapi-router explain PATH …` shows why):", *examples]
+    return "\n".join(out + [f"note: {n}" for n in result.notes])
+
+
+def _answer_json(answer: Answer) -> dict[str, Any]:
+    return {
+        "route": answer.route,
+        "target": answer.target,
+        "reply": answer.reply,
+        "fallback_reason": answer.fallback_reason,
+    }
+
+
+def diff_json(result: DiffResult, old: str, new: str) -> str:
+    space = result.space
+    zone = ZoneInfo(space.zone)
+    axes, domains, groups = grouped(result)
+    found = []
+    for g in groups:
+        for row, d in zip(g.rows, g.examples, strict=True):
+            c = cells(space, axes, domains, row)
+            found.append(
+                {
+                    "caller": c.caller,
+                    "dialled": c.dialled,
+                    "call": c.call,
+                    "crm": c.crm,
+                    "time": c.time,
+                    "slices": [
+                        [a.astimezone(zone).isoformat(), b.astimezone(zone).isoformat()] for a, b in c.slices
+                    ],
+                    "change": d.change,
+                    "old": _answer_json(d.old),
+                    "new": _answer_json(d.new),
+                    "example": example_flags(d, zone),
+                }
+            )
+    data = {
+        "old": old,
+        "new": new,
+        "from": result.start.isoformat(),
+        "days": result.days,
+        "timezone": space.zone,
+        "regions": result.regions,
+        "same": not result.differences,
+        "differences": found,
+        "notes": result.notes,
+    }
+    return json.dumps(data, indent=2, ensure_ascii=False)
