@@ -86,6 +86,7 @@ class DiffResult:
     regions: int = 0
     differences: list[Difference] = field(default_factory=list)
     differing: set[tuple[Any, ...]] = field(default_factory=set)
+    seen: list[tuple[Any, ...]] = field(default_factory=list)  # every region's dims
     notes: list[str] = field(default_factory=list)
 
     def differs(self, facts: Facts, *, transfer: bool = False) -> bool | None:
@@ -284,6 +285,7 @@ def diff_policies(old: Policy, new: Policy, start: date, days: int) -> DiffResul
     result = DiffResult(space, start, days)
     for region in regions(space):
         result.regions += 1
+        result.seen.append(region.dims)
         t = region.transfer
         keys = (outcome_key(old, region.facts, transfer=t), outcome_key(new, region.facts, transfer=t))
         if keys[0] == keys[1]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,22 +32,9 @@ class Axes:
     fields: list[str]
     columns: int
 
-    def flat(self, dims: tuple[Any, ...], domains: Sequence[frozenset[Any]]) -> Row:
-        """The region as one set per axis. Axes a call cannot have are wildcards (every
-        class), so that regions merge into rows that read well: for an anonymous caller
-        nothing of the CRM (it is never asked), and for a lookup that is not `ok` no fields."""
+    def flat(self, dims: tuple[Any, ...]) -> tuple[Any, ...]:
         ckey, dkey, pnid, var, status, has, values, state, transfer = dims
-        flat = (ckey, dkey, pnid, *var, status, *has, *values, *state, transfer)
-        row = [frozenset((v,)) for v in flat]
-        crm = 3 + len(self.variables)
-        first_field = crm + 1 + len(self.tags)
-        if ckey == ("anonymous",):
-            row[crm : first_field + len(self.fields)] = domains[crm : first_field + len(self.fields)]
-        elif status != "ok":
-            row[first_field : first_field + len(self.fields)] = domains[
-                first_field : first_field + len(self.fields)
-            ]
-        return tuple(row)
+        return (ckey, dkey, pnid, *var, status, *has, *values, *state, transfer)
 
 
 def _axes(space: Space) -> Axes:
@@ -71,21 +58,25 @@ def _domains(space: Space, axes: Axes) -> list[frozenset[Any]]:
     ]
 
 
-def merge_rows(flat: Sequence[Row]) -> list[Row]:
-    """Merge regions into products: rows equal but on one axis become one row with the
-    union on that axis, until nothing merges."""
-    rows: list[Row] = list(dict.fromkeys(flat))
-    width = len(rows[0]) if rows else 0
-    changed = True
-    while changed and len(rows) > 1:
-        changed = False
+def merge_rows(
+    members: Sequence[tuple[Any, ...]], others: Sequence[tuple[Any, ...]], domains: Sequence[frozenset[Any]]
+) -> list[Row]:
+    """Cover `members` (regions that change alike) with few products, one set per axis.
+
+    A row grows from an uncovered member one axis at a time, taking every class of the axis
+    that brings in no region of `others` (every other region of the space); combinations no
+    call has (e.g. tags on a lookup that timed out) may be swept in, as they change nothing.
+    So a row never claims a region that does not change this way."""
+    rows: list[Row] = []
+    width = len(domains)
+    for seed in members:
+        if any(all(v in r[i] for i, v in enumerate(seed)) for r in rows):
+            continue
+        row = [frozenset((v,)) for v in seed]
         for axis in range(width):
-            groups: dict[Row, set[Any]] = defaultdict(set)
-            for row in rows:
-                groups[row[:axis] + row[axis + 1 :]].update(row[axis])
-            if len(groups) < len(rows):
-                changed = True
-                rows = [(*k[:axis], frozenset(v), *k[axis:]) for k, v in groups.items()]
+            blocked = {b[axis] for b in others if all(i == axis or b[i] in row[i] for i in range(width))}
+            row[axis] = frozenset(v for v in domains[axis] if v not in blocked) | row[axis]
+        rows.append(tuple(row))
     return rows
 
 
@@ -95,8 +86,8 @@ class Group:
     examples: list[Difference]  # per row, its first region
 
 
-def _inside(flat: Row, row: Row) -> bool:
-    return all(a <= b for a, b in zip(flat, row, strict=True))
+def _inside(flat: tuple[Any, ...], row: Row) -> bool:
+    return all(a in b for a, b in zip(flat, row, strict=True))
 
 
 def grouped(result: DiffResult) -> tuple[Axes, list[frozenset[Any]], list[Group]]:
@@ -106,9 +97,11 @@ def grouped(result: DiffResult) -> tuple[Axes, list[frozenset[Any]], list[Group]
     for d in result.differences:
         by_change[d.keys].append(d)
     groups = []
+    everything = [axes.flat(dims) for dims in result.seen]
     for ds in by_change.values():
-        flats = [axes.flat(d.region.dims, domains) for d in ds]
-        rows = merge_rows(flats)
+        flats = [axes.flat(d.region.dims) for d in ds]
+        mine = set(flats)
+        rows = merge_rows(flats, [f for f in everything if f not in mine], domains)
         examples = [next(d for d, f in zip(ds, flats, strict=True) if _inside(f, row)) for row in rows]
         groups.append(Group(rows, examples))
     return axes, domains, groups
@@ -142,6 +135,16 @@ def _when(a: datetime, b: datetime, zone: ZoneInfo) -> str:
     return f"{first}–{last}"
 
 
+def _numbers(chosen: frozenset[Any], domain: frozenset[Any], label: Callable[[Any], str]) -> str:
+    """`any`, the classes, or `any but …` when that is shorter."""
+    if chosen == domain:
+        return "any"
+    left = domain - chosen
+    if len(left) <= 2 < len(chosen):
+        return "any but " + _join([label(k) for k in left])
+    return _join([label(k) for k in chosen])
+
+
 @dataclass(frozen=True, slots=True)
 class Cells:
     caller: str
@@ -155,8 +158,10 @@ class Cells:
 def cells(space: Space, axes: Axes, domains: Sequence[frozenset[Any]], row: Row) -> Cells:
     full = [row[i] == domains[i] for i in range(len(row))]
     a = space.atoms
-    caller = "any" if full[0] else _join([a.caller.label(space.callers[k]) for k in row[0]])
-    dialled = "any" if full[1] else _join([a.dialled.label(space.dialled[k]) for k in row[1]])
+    caller = _numbers(row[0], domains[0], lambda k: a.caller.label(space.callers[k]))
+    dialled = _numbers(
+        row[1], domains[1], lambda k: a.dialled.label(space.dialled[k]).replace("anonymous", "none")
+    )
     i = 2
     call = [] if full[i] else [f"phone number id {_join([shown(v) for v in row[i]])}"]
     i += 1
@@ -275,7 +280,7 @@ def diff_text(result: DiffResult, old: str, new: str) -> str:
         f"NEW ({new})",
     ]
     out = [
-        f"{len(rows)} region{'s' * (len(rows) != 1)} answer differently, {old} → {new}, over {window}; "
+        f"{len(rows)} group{'s' * (len(rows) != 1)} of calls answer differently, {old} → {new}, over {window}; "
         f"{result.regions:,} regions compared.",
         "",
         "| " + " | ".join(head) + " |",

@@ -64,8 +64,8 @@ class NumberAtoms:
         return (
             number if number in self.exact else None,
             tuple(sorted(p for p in self.prefixes if number.startswith(p))),
-            (phone.country_of(number) or OTHER) if self.countries else OTHER,
-            phone.type_of(number) if self.types else OTHER,
+            _named(phone.country_of(number), self.countries) if self.countries else OTHER,
+            _named(phone.type_of(number), self.types) if self.types else OTHER,
             tuple(bool(r.fullmatch(number, timeout=0.05)) for r in self.regexes.values()),
         )
 
@@ -88,6 +88,10 @@ class NumberAtoms:
             notes.append(f"type {key[3] if key[3] in self.types else 'other'}")
         notes += [f"/{p}/" for p, hit in zip(self.regexes, key[4], strict=True) if hit]
         return text + (f" ({', '.join(notes)})" if notes else "")
+
+
+def _named(value: str | None, named: set[str]) -> str:
+    return value if value in named else OTHER
 
 
 @dataclass
