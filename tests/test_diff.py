@@ -23,7 +23,8 @@ from router import cli
 from router.policy.loader import load_policy
 from router.runtime.decide import decide
 from router.runtime.model import Facts, Policy
-from router.tools.diff import diff_policies, facts_for, outcome_key
+from router.tools.diff import diff_policies
+from router.tools.diffkeys import facts_for, outcome_key
 from router.tools.diffspace import _example_numbers
 
 ROOT = Path(__file__).resolve().parents[1]

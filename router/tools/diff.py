@@ -12,16 +12,17 @@ equal replies for every call of a region, so "no difference" is a proof, not a s
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from router.runtime.decide import Answer, decide, evaluate_for
-from router.runtime.model import CRM_STATUSES, Facts, Policy, Target, Template
+from router.runtime.decide import Answer, decide
+from router.runtime.model import CRM_STATUSES, Facts, Policy
 from router.runtime.schedules import Schedule, is_open
+from router.tools.diffkeys import facts_for, outcome_key
 from router.tools.diffspace import (
     ABSENT,
     Atoms,
@@ -226,49 +227,6 @@ def dims_of(space: Space, facts: Facts, transfer: bool) -> tuple[Any, ...] | Non
 
 
 # ---------------------------------------------------------------- comparing
-
-
-def facts_for(policy: Policy, facts: Facts) -> Facts:
-    """The call as `policy` sees it: without a CRM the status is disabled (no tags, no
-    fields); with one an anonymous caller is not_found (nothing to look up), and only an
-    `ok` lookup carries tags and fields."""
-    if policy.crm is None:
-        return facts.with_crm("disabled", frozenset(), {})
-    if facts.caller is None or facts.crm_status in (None, "disabled"):
-        return facts.with_crm("not_found", frozenset(), {})
-    if facts.crm_status != "ok":
-        return facts.with_crm(facts.crm_status, frozenset(), {})
-    return facts
-
-
-def _shape(value: Any) -> Any:
-    if isinstance(value, Template):
-        return ("${}", value.parts)
-    if isinstance(value, Mapping):
-        return tuple(sorted((k, _shape(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return tuple(_shape(v) for v in value)
-    return value
-
-
-def target_shape(target: Target | None) -> Any:
-    """What a target answers for any call, without where it was written."""
-    if target is None:
-        return None
-    variants = tuple((v.upto, target_shape(v.target)) for v in target.variants)
-    return (target.name, target.kind, _shape(target.body), variants, target.total_weight, target.salt)
-
-
-def _templated(target: Target) -> bool:
-    return target.templated or any(_templated(v.target) for v in target.variants)
-
-
-def outcome_key(policy: Policy, facts: Facts, *, transfer: bool = False) -> Any:
-    """What decides this call's answer under `policy`, equal for every call of its region."""
-    decision = evaluate_for(policy, facts_for(policy, facts), transfer=transfer)
-    target = decision.target
-    fallback = target_shape(policy.fallback) if target is not None and _templated(target) else None
-    return (decision.route.id if decision.route else None, target_shape(target), fallback)
 
 
 def _change(old: Answer, new: Answer) -> str:
