@@ -16,7 +16,7 @@ from router.policy.loader import Loaded, lint_path, policy_files
 from router.policy.schema import policy_schema
 from router.runtime import phone
 from router.runtime.decide import explain_answer
-from router.runtime.facts import facts_from_call, facts_from_message, parse_time
+from router.runtime.facts import facts_from_call, facts_from_message, lacks_offset, parse_time
 from router.runtime.model import Facts, Policy
 from router.runtime.phone import is_country
 from router.runtime.schedules import effective_hours, format_hours
@@ -68,14 +68,14 @@ def cmd_test(args: argparse.Namespace) -> int:
     for path in args.paths:
         for policy_set in policy_sets(Path(path)):
             files = case_files(policy_set)
-            if not files and policy_set.is_dir():
-                continue
             loaded = _load_or_print(
                 policy_path_for(files[0]) if files and not policy_set.is_dir() else policy_set
             )
             if loaded.policy is None:
                 failed_to_load = True
                 continue
+            if not files:
+                continue  # linted all the same: a set without cases still fails on errors
             policy_results: list[CaseResult] = []
             for f in files:
                 rs, problems = run_file(loaded.policy, f)
@@ -85,6 +85,9 @@ def cmd_test(args: argparse.Namespace) -> int:
                 policy_results.extend(rs)
             results.extend(policy_results)
             missing.extend(uncovered(loaded.policy, policy_results))
+    if not results and not failed_to_load:
+        print(f"vapi-router test: no test cases found in {', '.join(args.paths)}", file=sys.stderr)
+        return 1
     cov = missing if args.coverage else None
     if args.format == "json":
         print(report.cases_json(results, cov))
@@ -142,6 +145,10 @@ def explain_facts(policy: Policy, args: argparse.Namespace, now: datetime) -> Fa
         call["caller"] = None if args.caller == "anonymous" else args.caller
         call["dialled"] = args.dialled
         if args.at:
+            if lacks_offset(args.at):
+                _usage(
+                    f"--at {args.at!r} has no UTC offset: write it with one, e.g. 2026-11-23T10:00:00-05:00"
+                )
             if parse_time(args.at) is None:
                 _usage(f"--at wants ISO 8601 (2026-11-21T22:00:00-05:00), got {args.at!r}")
             call["at"] = args.at
@@ -309,10 +316,20 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vapi-router")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vapi-router", description="Route Vapi assistant-requests by YAML policy."
     )
+    parser.add_argument("--version", action="version", version=f"vapi-router {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("lint", help="check policies: every problem as FILE:LINE:COL")
@@ -397,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", metavar="OTHER_PATH")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_replay)
+
+    from router.tools.diffcli import add_parser as add_diff
+
+    add_diff(sub)
 
     p = sub.add_parser("crm", help="customer data: `crm import FILE --into DB` builds a SQLite CRM")
     crm = p.add_subparsers(dest="crm_command", required=True)

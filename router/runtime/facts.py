@@ -172,3 +172,14 @@ def facts_from_call(
         tags=tags,
         crm=crm,
     )
+
+
+def lacks_offset(value: Any) -> bool:
+    """Whether `value` is an ISO 8601 time without a UTC offset ("2026-11-23T10:00"): the
+    tools refuse it rather than guess UTC (DESIGN §11). Epoch numbers need none."""
+    if not isinstance(value, str) or not value.strip() or value.strip().replace(".", "", 1).isdigit():
+        return False
+    try:
+        return datetime.fromisoformat(value.strip().replace("Z", "+00:00")).tzinfo is None
+    except ValueError:
+        return False

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -150,6 +152,10 @@ def run(options: ServeOptions) -> int:
             print(f"vapi-router serve: the policy at {path} is invalid; not starting", file=sys.stderr)
             return 3
         _checked[path] = loaded
+    taken = _port_taken(options.host, options.port)
+    if taken:
+        print(f"vapi-router serve: cannot listen on {options.host}:{options.port}: {taken}", file=sys.stderr)
+        return 4
     os.environ[ENV] = json.dumps(options.__dict__)
     if options.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vapi-router-metrics-")
@@ -175,6 +181,23 @@ def run(options: ServeOptions) -> int:
     else:
         uvicorn.run("router.server.serve:app_factory", **kwargs)
     return 0
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """Why the address cannot be listened on (in use, not ours), None when it can: checked
+    before "serving" is printed, so a taken port is exit 4, not a policy problem (exit 3)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return str(exc)
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return "the port is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+    return None
 
 
 def _supervise_workers(config: uvicorn.Config) -> None:

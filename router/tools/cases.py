@@ -17,7 +17,7 @@ from router.crm.clients import FileCrm
 from router.errors import PolicyError, did_you_mean
 from router.policy.document import Document, parse_document
 from router.runtime.decide import decide
-from router.runtime.facts import facts_from_call, facts_from_message, parse_time
+from router.runtime.facts import facts_from_call, facts_from_message, lacks_offset, parse_time
 from router.runtime.model import CRM_STATUSES, Policy
 from router.tools.offline import file_crm, with_offline_crm
 
@@ -157,7 +157,16 @@ def _case_problems(doc: Document) -> list[PolicyError]:
                         "bad-cases",
                     )
                 )
-            if "at" in call and parse_time(call["at"]) is None:
+            if "at" in call and lacks_offset(call["at"]):
+                out.append(
+                    doc.error(
+                        f"{pointer}/call/at",
+                        f"`at` {call['at']!r} has no UTC offset: write it with one, e.g. "
+                        "2026-11-21T22:00:00-05:00 (or Z for UTC)",
+                        "bad-cases",
+                    )
+                )
+            elif "at" in call and parse_time(call["at"]) is None:
                 out.append(
                     doc.error(
                         f"{pointer}/call/at",

@@ -43,7 +43,9 @@ def cases_text(results: Sequence[CaseResult], uncovered: Sequence[str] | None = 
             lines.append(f"FAIL {r.file}:{r.line}: {r.name}")
             lines.extend(f"  {f}" for f in r.failures)
     passed = sum(r.ok for r in results)
-    lines.append(f"{len(results)} cases, {passed} passed, {len(results) - passed} failed")
+    lines.append(
+        f"{len(results)} case{'s' * (len(results) != 1)}, {passed} passed, {len(results) - passed} failed"
+    )
     if uncovered is not None:
         if uncovered:
             lines.append(f"routes no case reaches ({len(uncovered)}): {', '.join(uncovered)}")
