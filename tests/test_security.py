@@ -458,7 +458,8 @@ def test_reload_of_a_bomb_keeps_the_old_policy(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ regexes
 
-REGEX_BUDGET_S = 0.050
+REGEX_BUDGET_S = 0.050  # CPU time of this thread: what evaluation spends, whatever else the
+# shared machine runs (wall time on a loaded 2-core host measures the other processes too)
 # Worst cases for backtracking over an E.164 number: the longest possible, all one digit,
 # and a near miss at the end (the patterns below end in 0, so every number here fails).
 ADVERSARIAL = ["+123456789012345", "+111111111111111", "+199999999999999", "+4412345678901"]
@@ -522,9 +523,9 @@ def worst_evaluation_s(pattern: str) -> float:
     worst = 0.0
     for number in ADVERSARIAL:
         facts = Facts(caller=number, dialled=None, at=facts_at())
-        started = time.perf_counter()
+        started = time.thread_time()
         decision = evaluate(policy, facts)
-        worst = max(worst, time.perf_counter() - started)
+        worst = max(worst, time.thread_time() - started)
         assert decision.target is not None
     return worst
 
@@ -563,10 +564,10 @@ def test_two_levels_of_nesting_are_bounded_at_evaluation_too() -> None:
     for pattern in (r"\+((\d+)+)+0", r"\+((\d|\d)+)+0", r"\+((\d*)*)*0"):
         policy = compiled_without_lint(pattern)
         for number in ADVERSARIAL:
-            started = time.perf_counter()
+            started = time.thread_time()
             with contextlib.suppress(TimeoutError):
                 evaluate(policy, Facts(caller=number, dialled=None, at=facts_at()))
-            assert time.perf_counter() - started < REGEX_BUDGET_S, (pattern, number)
+            assert time.thread_time() - started < REGEX_BUDGET_S, (pattern, number)
 
 
 @settings(max_examples=300, deadline=None)
