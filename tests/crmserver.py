@@ -70,6 +70,26 @@ def start_in_thread(
     return server, thread, ready.wait(timeout_s)
 
 
+def serve_in_thread(app: Any, sock: socket.socket, what: str) -> tuple[ThreadedUvicorn, threading.Thread]:
+    """A plain ASGI test server (h11, asyncio, quiet) for `app` on the bound `sock`, in a
+    daemon thread; raises if it is not serving within 5 s. `what` names it in that error."""
+    config = uvicorn.Config(
+        app,
+        http="h11",  # a test peer may reach the transport through h11's cycle (CrmServer's "drop")
+        loop="asyncio",
+        lifespan="off",
+        interface="asgi3",
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=1,
+    )
+    server, thread, started = start_in_thread(config, sock, 5)
+    if not started:
+        raise RuntimeError(f"{what} did not start within 5 s")
+    return server, thread
+
+
 class CrmServer:
     """`with CrmServer() as crm:` serves GET /contacts?phone=NUMBER until the block ends.
 
@@ -109,20 +129,7 @@ class CrmServer:
 
     def start(self) -> None:
         """Start serving; returns once the socket accepts connections."""
-        config = uvicorn.Config(
-            self._app,
-            http="h11",  # "drop" reaches the transport through h11's cycle (see _drop)
-            loop="asyncio",
-            lifespan="off",
-            interface="asgi3",
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server, self._thread, started = start_in_thread(config, self._sock, 5)
-        if not started:
-            raise RuntimeError("the test CRM did not start within 5 s")
+        self._server, self._thread = serve_in_thread(self._app, self._sock, "the test CRM")
         self._loop = self._server.loop
         self._call(self._release_all)
 

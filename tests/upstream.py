@@ -7,8 +7,7 @@ import json
 import socket
 from typing import Any, Literal
 
-import uvicorn
-from crmserver import Receive, Send, ThreadedUvicorn, start_in_thread
+from crmserver import Receive, Send, ThreadedUvicorn, serve_in_thread
 
 Mode = Literal["ok", "slow", "hang", "500", "garbage"]
 
@@ -28,19 +27,7 @@ class Upstream:
         self._release: asyncio.Event | None = None
 
     def __enter__(self) -> Upstream:
-        config = uvicorn.Config(
-            self._app,
-            http="h11",
-            loop="asyncio",
-            lifespan="off",
-            interface="asgi3",
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server, self._thread, started = start_in_thread(config, self._sock, 5)
-        assert started, "the upstream did not start within 5 s"
+        self._server, self._thread = serve_in_thread(self._app, self._sock, "the upstream")
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -20,8 +20,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 import httpx
-import uvicorn
-from crmserver import Receive, Scope, Send, ThreadedUvicorn, start_in_thread
+from crmserver import Receive, Scope, Send, ThreadedUvicorn, serve_in_thread
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -176,20 +175,7 @@ class JwksServer:
         self._release: asyncio.Event | None = None
 
     def __enter__(self) -> JwksServer:
-        config = uvicorn.Config(
-            self._app,
-            http="h11",
-            loop="asyncio",
-            lifespan="off",
-            interface="asgi3",
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server, self._thread, started = start_in_thread(config, self._sock, 5)
-        if not started:
-            raise RuntimeError("the test JWKS server did not start within 5 s")
+        self._server, self._thread = serve_in_thread(self._app, self._sock, "the test JWKS server")
         return self
 
     def __exit__(
