@@ -19,12 +19,14 @@ from router.errors import PolicyError, did_you_mean
 from router.policy.compiler import PRIMARY, TEMPLATE, as_list
 from router.policy.document import Document, pointer_of
 from router.policy.schedule_checks import check_schedule
+from router.policy.statechecks import state_references_resolve, state_values_valid
 from router.policy.vapi_payloads import check_payload
 from router.runtime import phone
 from router.runtime.model import OVERRIDES
+from router.runtime.statefacts import HISTORY_REFS
 
 NUMBER_KEYS = ("caller", "dialled")
-REFS = ("caller", "dialled", "call.id", "route")
+REFS = ("caller", "dialled", "call.id", "route", *HISTORY_REFS)
 # The stdlib's own regex parser (private, but the same module from 3.11 on): it sees through
 # groups, so ((a)+)+ is caught as well as (a+)+.
 _sre: Any = importlib.import_module("re._parser")
@@ -814,6 +816,8 @@ CHECKS: tuple[Check, ...] = (
     crm_condition_fields_known,
     unreachable_routes,
     unused_names,
+    state_references_resolve,
+    state_values_valid,
 )
 
 

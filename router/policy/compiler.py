@@ -16,6 +16,7 @@ import orjson
 import regex
 
 from router.policy.document import Document, pointer_of
+from router.policy.statecompile import STATE_CONDITIONS, state_condition, state_settings
 from router.runtime import phone
 from router.runtime.facts import scalar_text
 from router.runtime.model import (
@@ -216,6 +217,8 @@ class Compiler:
             return _all([self.condition(c) for c in value])
         if key == "not":
             return Not(self.condition(value))
+        if key in STATE_CONDITIONS:
+            return state_condition(key, value)
         raise AssertionError(f"unchecked condition key {key}")
 
     # ------------------------------------------------------------ targets
@@ -241,11 +244,20 @@ class Compiler:
                 sub = self.target(doc, f"{pointer}/split/{i}/then", v["then"], salt=f"{salt}/{i}")
                 variants.append(Variant(upto, sub))
             return Target(name, "split", src, variants=tuple(variants), total_weight=upto, salt=salt)
-        body = {k: _templated(v) for k, v in raw.items() if k != "description"}
+        body = {k: _templated(v) for k, v in raw.items() if k not in ("description", "pool")}
         templated = _has_template(body)
         prepared = None if templated else orjson.dumps(body)
         spliced = splice(kind, body) if templated else None
-        return Target(name, kind, src, body=body, templated=templated, prepared=prepared, spliced=spliced)
+        return Target(
+            name,
+            kind,
+            src,
+            body=body,
+            templated=templated,
+            prepared=prepared,
+            spliced=spliced,
+            pool=raw.get("pool"),
+        )
 
     # ------------------------------------------------------------ policy
 
@@ -324,6 +336,11 @@ class Compiler:
             index=build_index(routes),
             transfer_index=build_index(transfers),
             needs_crm=needs_crm,
+            state=state_settings(
+                self.set.docs,
+                (*routes, *transfers),
+                [default, fallback, *self.targets.values(), *(r.then for r in routes)],
+            ),
         )
 
 
