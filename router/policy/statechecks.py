@@ -70,7 +70,7 @@ def state_references_resolve(ctx: _Context) -> Iterator[PolicyError]:
         )
     used_pools: set[str] = set()
     used_flags: set[str] = set()
-    for w, raw, context in ctx.all_targets():
+    for w, raw, _ in ctx.all_targets():
         pool = raw.get("pool") if isinstance(raw, dict) else None
         if isinstance(pool, str):
             used_pools.add(pool)
@@ -113,7 +113,7 @@ def state_values_valid(ctx: _Context) -> Iterator[PolicyError]:
                     "max_hold_s must be a positive duration (14400, 4h, 90m)",
                     "bad-duration",
                 )
-    route_ids = {raw.get("id") for _, raw, _ in ctx.routes if isinstance(raw.get("id"), str)}
+    route_ids = {str(raw["id"]) for _, raw, _ in ctx.routes if isinstance(raw.get("id"), str)}
     target_names = {
         name for doc in ctx.docs if isinstance(doc.data, dict) for name in (doc.data.get("targets") or {})
     }

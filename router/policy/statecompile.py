@@ -10,8 +10,8 @@ from typing import Any
 
 from router.policy.document import Document
 from router.runtime.model import All, AnyOf, Condition, Not, Route, Target
-from router.runtime.statefacts import HISTORY_DEFAULT_S, HISTORY_REFS, StateSettings, parse_duration
 from router.runtime.stateconds import CapacityIs, FlagOn, HistoryCalls, HistoryLast
+from router.runtime.statefacts import HISTORY_DEFAULT_S, HISTORY_REFS, StateSettings, parse_duration
 
 STATE_CONDITIONS = ("flag", "capacity", "history")
 SECTIONS = ("state", "capacity", "flags")

@@ -55,7 +55,9 @@ class CapacityIs(Condition):
 
     def actual(self, facts: Facts) -> str:
         usage = _state(facts).pools.get(self.pool)
-        return f"{self.pool}: {usage[0]} of {usage[1]} in use" if usage else f"{self.pool}: no call holds a slot"
+        if usage is None:
+            return f"{self.pool}: no call holds a slot"
+        return f"{self.pool}: {usage[0]} of {usage[1]} in use"
 
 
 @dataclass(frozen=True, slots=True)

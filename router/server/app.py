@@ -34,8 +34,8 @@ from router.server.capture import Capture
 from router.server.console import console_routes
 from router.server.decisionlog import DecisionLog, timestamp
 from router.server.explainapi import explain_request, resolve_request
+from router.server.flags import flag_routes, keep_state
 from router.server.http import (
-    EMPTY,
     NO_POLICY,
     NOT_JSON,
     NOT_MESSAGE,
@@ -48,6 +48,7 @@ from router.server.http import (
 )
 from router.server.metrics import FLUSH_S, Metrics
 from router.server.service import Outcome, Pending, decide, decide_now
+from router.server.statecall import decide_with_state, other_message
 from router.server.store import Live, PolicyStore, ReloadResult
 
 if TYPE_CHECKING:
@@ -165,12 +166,17 @@ class Server:
             return 400, NOT_MESSAGE
         kind = message["type"]
         if kind not in ("assistant-request", "transfer-destination-request"):
-            return 200, EMPTY
+            return other_message(self.store.live, message, self.metrics.state)
         live = self.store.live
         if live is None:  # serve never starts without a policy; tests may
             return 503, NO_POLICY
         transfer = kind == "transfer-destination-request"
-        outcome = decide_now(live, message, started=started, transfer=transfer)
+        if live.state is None:
+            outcome = decide_now(live, message, started=started, transfer=transfer)
+        else:  # the policy reads live call state (DESIGN §13)
+            outcome = decide_with_state(
+                live, message, started, transfer, self.metrics.state, self._background
+            )
         if isinstance(outcome, Pending):
             early = arrived() if arrived is not None else None
             if early is not None and early < started:
@@ -322,6 +328,8 @@ class Server:
             "caller": phone.mask(facts.caller if facts else None),
             "dialled": phone.mask(facts.dialled if facts else None),
         }
+        if o.state_status is not None:
+            line["state_status"] = o.state_status
         self.decision_log.write(line)
         self.activity.recent.append((outcome, line))  # the console's ring: one bounded append
 
@@ -437,7 +445,9 @@ def create_app(server: Server, *, path: str = "/webhook/vapi") -> Starlette:
         Route("/v1/explain", server.explain, methods=["POST"]),
         Route("/v1/resolve", server.resolve, methods=["POST"]),
         *console_routes(server),
+        *flag_routes(server),
     ]
+    server.startup_hooks.append(keep_state)
     if server.auth.oauth is not None:
         routes.append(Route("/oauth/token", server.oauth_token, methods=["POST"]))
     app = RouterApp(routes=routes, lifespan=server.lifespan)

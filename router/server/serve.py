@@ -26,6 +26,7 @@ from router.server.app import Server, create_app
 from router.server.auth import AuthConfig, AuthConfigError
 from router.server.capture import Capture
 from router.server.decisionlog import DecisionLog
+from router.server.statecall import workers_refusal
 from router.server.store import PolicyStore
 from router.server.uvicorn_adapter import run_workers
 from router.server.watcher import install_sighup, watch
@@ -145,6 +146,10 @@ def run(options: ServeOptions) -> int:
             print(f"vapi-router serve: the policy at {path} is invalid; not starting", file=sys.stderr)
             return 3
         _checked[path] = loaded
+        refusal = workers_refusal(loaded.policy, options.workers)
+        if refusal:
+            print(f"vapi-router serve: {refusal}", file=sys.stderr)
+            return 3
     os.environ[ENV] = json.dumps(options.__dict__)
     if options.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vapi-router-metrics-")
