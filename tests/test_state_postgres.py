@@ -51,7 +51,9 @@ def request(call_id: str) -> dict[str, Any]:
     return data
 
 
-def test_three_replicas_never_exceed_max_under_100_simultaneous_calls(postgres: PgServer, tmp_path: Path) -> None:
+def test_three_replicas_never_exceed_max_under_100_simultaneous_calls(
+    postgres: PgServer, tmp_path: Path
+) -> None:
     dsn = database(postgres)
     policy = POLICY.replace("DSN", dsn)
     replicas = [Subprocess(tmp_path / f"r{i}", policy, env=ENV) for i in range(3)]
@@ -72,16 +74,23 @@ def test_three_replicas_never_exceed_max_under_100_simultaneous_calls(postgres: 
                 return await asyncio.gather(*(one(i) for i in range(100)))
 
         answers = asyncio.run(burst())
-        held = asyncio.run(_fetchval(dsn, "SELECT count(*) FROM router_calls WHERE pool = 'sales' AND released IS NULL"))
+        held = asyncio.run(
+            _fetchval(dsn, "SELECT count(*) FROM router_calls WHERE pool = 'sales' AND released IS NULL")
+        )
         assert answers.count("sales-assistant") == 5 == held
         assert answers.count("desk-assistant") == 95
 
         # a flag switched on one replica is seen by another within 1 s
-        with httpx.Client(base_url=replicas[0].base_url) as a, httpx.Client(base_url=replicas[2].base_url) as c:
+        with (
+            httpx.Client(base_url=replicas[0].base_url) as a,
+            httpx.Client(base_url=replicas[2].base_url) as c,
+        ):
             on = a.post("/v1/flags/storm", json={"on": True, "reason": "storm"}, headers=replicas[0].admin())
             assert on.status_code == 200
             switched = time.monotonic()
-            while replicas[2].post_webhook(c, request(f"f-{time.monotonic_ns()}")).json().get("error") is None:
+            while (
+                replicas[2].post_webhook(c, request(f"f-{time.monotonic_ns()}")).json().get("error") is None
+            ):
                 assert time.monotonic() - switched < 1.0
             assert time.monotonic() - switched < 1.0
     finally:
@@ -97,7 +106,9 @@ async def _fetchval(dsn: str, query: str) -> Any:
         await connection.close()
 
 
-def test_a_lost_database_gives_the_fallback_in_time_and_reconnects(own_postgres: PgServer, tmp_path: Path) -> None:
+def test_a_lost_database_gives_the_fallback_in_time_and_reconnects(
+    own_postgres: PgServer, tmp_path: Path
+) -> None:
     policy = POLICY.replace("DSN", database(own_postgres))
     with Subprocess(tmp_path, policy, env=ENV) as srv, srv.client() as c:
         assert srv.post_webhook(c, request("up-1")).json() == {"assistantId": "sales-assistant"}
@@ -109,7 +120,9 @@ def test_a_lost_database_gives_the_fallback_in_time_and_reconnects(own_postgres:
             assert time.perf_counter() - start < 2.0
         own_postgres.start()
         deadline = time.monotonic() + 10
-        while srv.post_webhook(c, request(f"back-{time.monotonic_ns()}")).json() != {"assistantId": "sales-assistant"}:
+        while srv.post_webhook(c, request(f"back-{time.monotonic_ns()}")).json() != {
+            "assistantId": "sales-assistant"
+        }:
             assert time.monotonic() < deadline, "the store did not reconnect"
             time.sleep(0.1)
         line = srv.wait_log(lambda r: r.get("call_id") == "down-0")[-1]

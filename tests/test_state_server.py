@@ -54,7 +54,9 @@ def request(call_id: str, caller: str = "+14155550101") -> dict[str, Any]:
 
 
 def end(call_id: str, kind: str) -> dict[str, Any]:
-    name = "end-of-call-report.json" if kind == "report" else "status-update.ended-assistant-request-failed.json"
+    name = (
+        "end-of-call-report.json" if kind == "report" else "status-update.ended-assistant-request-failed.json"
+    )
     data = copy.deepcopy(payload(name))
     data["message"]["call"]["id"] = call_id
     return data
@@ -69,16 +71,24 @@ def in_progress(call_id: str) -> dict[str, Any]:
 def test_a_full_pool_overflows_and_only_the_end_frees_a_slot(tmp_path: Path) -> None:
     with InProcess(tmp_path, POLICY.replace("STATE", "")) as srv, srv.client() as c:
         answers = [srv.post_webhook(c, request(f"c{i}", f"+1415555020{i}")).json() for i in range(3)]
-        assert [a["assistantId"] for a in answers] == ["sales-assistant", "sales-assistant", "overflow-assistant"]
+        assert [a["assistantId"] for a in answers] == [
+            "sales-assistant",
+            "sales-assistant",
+            "overflow-assistant",
+        ]
         assert all(reply_problems("assistant-request", a) == [] for a in answers)
         # no proof of the end: an in-progress update releases nothing
         assert srv.post_webhook(c, in_progress("c0")).json() == {}
-        assert srv.post_webhook(c, request("c3", "+14155550300")).json()["assistantId"] == "overflow-assistant"
+        assert (
+            srv.post_webhook(c, request("c3", "+14155550300")).json()["assistantId"] == "overflow-assistant"
+        )
         assert srv.post_webhook(c, end("c0", "status")).json() == {}
         assert srv.post_webhook(c, end("c0", "report")).json() == {}  # the late report frees nothing more
         assert srv.post_webhook(c, end("c0", "status")).json() == {}  # nor a duplicate
         assert srv.post_webhook(c, request("c4", "+14155550400")).json()["assistantId"] == "sales-assistant"
-        assert srv.post_webhook(c, request("c5", "+14155550500")).json()["assistantId"] == "overflow-assistant"
+        assert (
+            srv.post_webhook(c, request("c5", "+14155550500")).json()["assistantId"] == "overflow-assistant"
+        )
         samples = srv.metrics(c)
         assert metric(samples, "router_pool_releases_total", pool="sales", reason="status-update") == 1
         assert metric(samples, "router_pool_releases_total", pool="sales", reason="end-of-call-report") == 0
@@ -110,13 +120,23 @@ def test_flags_switch_with_audit_line_and_ttl(tmp_path: Path) -> None:
         assert [(f["name"], f["on"], f["description"]) for f in listed] == [("storm", False, "storm closure")]
         bad = c.post("/v1/flags/storm", json={"on": "yes"}, headers=srv.admin())
         assert bad.status_code == 400
-        assert c.post("/v1/flags/strom", json={"on": True, "reason": "r"}, headers=srv.admin()).status_code == 404
-        on = c.post("/v1/flags/storm", json={"on": True, "ttl_s": 1, "reason": "storm closure"}, headers=srv.admin())
+        assert (
+            c.post("/v1/flags/strom", json={"on": True, "reason": "r"}, headers=srv.admin()).status_code
+            == 404
+        )
+        on = c.post(
+            "/v1/flags/storm", json={"on": True, "ttl_s": 1, "reason": "storm closure"}, headers=srv.admin()
+        )
         assert on.status_code == 200 and on.json()["on"] is True
         assert srv.post_webhook(c, request("f1")).json() == {"error": "We are closed because of the storm."}
         audit = srv.wait_log(lambda r: r.get("type") == "flag")
         line = next(r for r in audit if r.get("type") == "flag")
-        assert (line["flag"], line["on"], line["ttl_s"], line["reason"]) == ("storm", True, 1, "storm closure")
+        assert (line["flag"], line["on"], line["ttl_s"], line["reason"]) == (
+            "storm",
+            True,
+            1,
+            "storm closure",
+        )
         assert metric(srv.metrics(c), "router_flag_on", flag="storm") == 1
         time.sleep(1.05)  # the TTL
         assert srv.post_webhook(c, request("f2")).json()["assistantId"] == "sales-assistant"
@@ -145,6 +165,8 @@ def test_a_locked_store_answers_the_fallback_within_the_deadline(tmp_path: Path)
 
 
 def test_serve_with_workers_refuses_in_process_state(tmp_path: Path) -> None:
-    result = run_serve(tmp_path, POLICY.replace("STATE", ""), "--workers", "2", env={"VAPI_SERVER_SECRET": "s"})
+    result = run_serve(
+        tmp_path, POLICY.replace("STATE", ""), "--workers", "2", env={"VAPI_SERVER_SECRET": "s"}
+    )
     assert result.returncode == 3
     assert "with in-process state" in result.stderr and "state: {sqlite: state.db}" in result.stderr
