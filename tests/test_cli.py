@@ -469,7 +469,8 @@ def test_test_coverage_lists_routes_no_case_reaches(capsys: pytest.CaptureFixtur
             [
                 'p.test.yaml:3:12: error: unknown key "caler" (did you mean "caller"?); one of caller, '
                 "dialled, "
-                "at, tags, crm, crm_status, phone_number_id, variables, call_id [bad-cases]",
+                "at, tags, crm, crm_status, phone_number_id, variables, call_id, flags, capacity, "
+                "history [bad-cases]",
                 'p.test.yaml:4:14: error: unknown key "rout" (did you mean "route"?); one of route, '
                 "target, reply "
                 "[bad-cases]",

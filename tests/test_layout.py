@@ -16,6 +16,7 @@ STAGES = (
     ("router.runtime",),
     ("router.policy",),
     ("router.crm",),
+    ("router.state",),
     ("router.tools",),
     ("router.server",),
     ("router.cli", "router.demo", "router.__main__", "router"),

@@ -29,12 +29,14 @@ from router.policy.toolroutes import (
     named_use_problem,
     tool_conditions,
 )
+from router.policy.statechecks import state_references_resolve, state_values_valid
 from router.policy.vapi_payloads import check_payload
 from router.runtime import phone
 from router.runtime.model import OVERRIDES
+from router.runtime.statefacts import HISTORY_REFS
 
 NUMBER_KEYS = ("caller", "dialled")
-REFS = ("caller", "dialled", "call.id", "route")
+REFS = ("caller", "dialled", "call.id", "route", *HISTORY_REFS)
 # The stdlib's own regex parser (private, but the same module from 3.11 on): it sees through
 # groups, so ((a)+)+ is caught as well as (a+)+.
 _sre: Any = importlib.import_module("re._parser")
@@ -863,6 +865,8 @@ CHECKS: tuple[Check, ...] = (
     crm_condition_fields_known,
     unreachable_routes,
     unused_names,
+    state_references_resolve,
+    state_values_valid,
 )
 
 

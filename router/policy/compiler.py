@@ -18,6 +18,7 @@ import regex
 from router.policy.document import Document, pointer_of
 from router.policy.replycheck import check_rendered
 from router.policy.toolroutes import tool_message
+from router.policy.statecompile import STATE_CONDITIONS, state_condition, state_settings
 from router.runtime import phone
 from router.runtime.facts import scalar_text
 from router.runtime.model import (
@@ -230,6 +231,8 @@ class Compiler:
             return _all([self.condition(c) for c in value])
         if key == "not":
             return Not(self.condition(value))
+        if key in STATE_CONDITIONS:
+            return state_condition(key, value)
         raise AssertionError(f"unchecked condition key {key}")
 
     # ------------------------------------------------------------ targets
@@ -259,12 +262,21 @@ class Compiler:
         body = {
             k: _templated(tool_message(v) if k == "message" else v)
             for k, v in raw.items()
-            if k != "description"
+            if k not in ("description", "pool")
         }
         templated = _has_template(body)
         prepared = None if templated else orjson.dumps(body)
         spliced = splice(kind, body) if templated else None
-        return Target(name, kind, src, body=body, templated=templated, prepared=prepared, spliced=spliced)
+        return Target(
+            name,
+            kind,
+            src,
+            body=body,
+            templated=templated,
+            prepared=prepared,
+            spliced=spliced,
+            pool=raw.get("pool"),
+        )
 
     # ------------------------------------------------------------ policy
 
@@ -348,6 +360,11 @@ class Compiler:
             handoff_index=build_index(handoffs),
             needs_crm=needs_crm,
             check_reply=check_rendered,
+            state=state_settings(
+                self.set.docs,
+                (*routes, *transfers),
+                [default, fallback, *self.targets.values(), *(r.then for r in routes)],
+            ),
         )
 
 

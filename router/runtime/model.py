@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from router.runtime import phone
 from router.runtime.schedules import Schedule, effective_hours, is_open
+from router.runtime.statefacts import StateFacts, StateSettings
 
 CrmStatus = Literal["ok", "not_found", "timeout", "error", "disabled"]
 CRM_STATUSES: tuple[str, ...] = ("ok", "not_found", "timeout", "error", "disabled")
@@ -101,6 +102,7 @@ class Facts:
     crm_status: CrmStatus | None = None
     tags: frozenset[str] = frozenset()
     crm: Mapping[str, str] = field(default_factory=dict)
+    state: StateFacts | None = None  # live call state (DESIGN §13), when the policy reads it
     # derived: the call's UTC minute, the key of the schedules' open/closed memo
     minute: int = field(init=False, repr=False, compare=False)
 
@@ -126,6 +128,7 @@ class Facts:
             status,
             tags,
             crm,
+            self.state,
         )
 
 
@@ -536,6 +539,7 @@ class Target:
     spliced: tuple[bytes, tuple[tuple[str, str], ...], tuple[int, ...]] | None = field(
         default=None, compare=False, repr=False
     )
+    pool: str | None = None  # a call answered with this target holds a slot of this pool
 
 
 # ---------------------------------------------------------------- policy
@@ -626,6 +630,7 @@ class Policy:
     # DESIGN §9: routes answering handoff-destination-request (squads)
     handoffs: tuple[Route, ...] = ()
     handoff_index: RouteIndex | None = None
+    state: StateSettings | None = None  # None: no history, capacity or flags anywhere
 
 
 # ---------------------------------------------------------------- decisions

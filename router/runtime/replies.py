@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from router.runtime.model import Facts, Target, Template
+from router.runtime.statefacts import EMPTY_STATE
 
 Spliced = tuple[bytes, tuple[tuple[str, str], ...], tuple[int, ...]]
 
@@ -59,6 +60,8 @@ def _value(ref: tuple[str, str], facts: Facts, route: str, lenient: bool) -> str
         return facts.call_id or ""
     if name == "route":
         return route
+    if name.startswith("history."):  # "" for a caller without earlier calls, never an error
+        return (facts.state or EMPTY_STATE).value(name[8:], facts.at.timestamp())
     if lenient:
         return ""
     raise TemplateError(f"${{{name}}} is not a known reference")

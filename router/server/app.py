@@ -37,6 +37,7 @@ from router.server.console import console_routes
 from router.server.decisionlog import DecisionLog, timestamp
 from router.server.explainapi import explain_request, resolve_request
 from router.server.forward import Forwarding, is_notification
+from router.server.flags import flag_routes, keep_state
 from router.server.handoff import HandoffView, as_handoff
 from router.server.http import (
     ARRIVED,
@@ -53,6 +54,7 @@ from router.server.http import (
 )
 from router.server.metrics import FLUSH_S, Metrics
 from router.server.service import Outcome, Pending, decide, decide_now
+from router.server.statecall import decide_with_state, release_if_ended
 from router.server.store import Live, PolicyStore, ReloadResult
 
 if TYPE_CHECKING:
@@ -184,7 +186,12 @@ class Server:
         if live is None:  # serve never starts without a policy; tests may
             return 503, NO_POLICY
         transfer = kind == "transfer-destination-request"
-        outcome = decide_now(live, message, started=started, transfer=transfer)
+        if live.state is None:
+            outcome = decide_now(live, message, started=started, transfer=transfer)
+        else:  # the policy reads live call state (DESIGN §13)
+            outcome = decide_with_state(
+                live, message, started, transfer, self.metrics.state, self._background
+            )
         if isinstance(outcome, Pending):
             early = arrived() if arrived is not None else None
             if early is not None and early < started:
@@ -209,14 +216,15 @@ class Server:
             return self._handoff_answered(kind, message, outcome, live, started)
         forward = live.policy.settings.forward if live is not None else None
         if forward is None:
-            return 200, EMPTY
+            # a proof of the end releases the call's capacity slot (DESIGN §13); else {}
+            return release_if_ended(live, message, self.metrics.state)
         if self.forwarding is None:
             self.forwarding = Forwarding(self.metrics.registry, self.store.env)
         forwarder = self.forwarding.for_settings(forward)
         assert forwarder is not None
         if is_notification(kind):
             forwarder.notify(kind, body)
-            return 200, EMPTY
+            return release_if_ended(live, message, self.metrics.state)
         return forwarder.proxy(kind, message, body)
 
     async def _handoff_later(
@@ -375,6 +383,8 @@ class Server:
             "caller": phone.mask(facts.caller if facts else None),
             "dialled": phone.mask(facts.dialled if facts else None),
         }
+        if o.state_status is not None:
+            line["state_status"] = o.state_status
         self.decision_log.write(line)
         self.activity.recent.append((outcome, line))  # the console's ring: one bounded append
 
@@ -517,7 +527,9 @@ def create_app(server: Server, *, path: str = "/webhook/vapi") -> Starlette:
         Route("/v1/explain", server.explain, methods=["POST"]),
         Route("/v1/resolve", server.resolve, methods=["POST"]),
         *console_routes(server),
+        *flag_routes(server),
     ]
+    server.startup_hooks.append(keep_state)
     if server.auth.oauth is not None:
         routes.append(Route("/oauth/token", server.oauth_token, methods=["POST"]))
     app = RouterApp(routes=routes, lifespan=server.lifespan)

@@ -18,6 +18,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from router.server.activity import Hits
+from router.server.statemetrics import StateMetrics
 
 # Decisions take microseconds, requests a millisecond or so; CRM lookups up to the deadline.
 # *_created series double the output for no use in dashboards.
@@ -116,6 +117,7 @@ class Metrics:
             ["live_route", "shadow_route"],
             registry=r,
         )
+        self.state = StateMetrics(r)  # pools, flags, state store (DESIGN §13)
         self._version: str | None = None
         # answered calls since the last flush
         self._decided: dict[tuple[str, str], int] = {}

@@ -29,6 +29,7 @@ from router.server.auth import AuthConfig, AuthConfigError
 from router.server.capture import Capture
 from router.server.connguard import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, ConnectionLimits
 from router.server.decisionlog import DecisionLog
+from router.server.statecall import workers_refusal
 from router.server.store import PolicyStore
 from router.server.uvicorn_adapter import run_workers
 from router.server.watcher import install_sighup, watch
@@ -152,6 +153,10 @@ def run(options: ServeOptions) -> int:
             print(f"vapi-router serve: the policy at {path} is invalid; not starting", file=sys.stderr)
             return 3
         _checked[path] = loaded
+        refusal = workers_refusal(loaded.policy, options.workers)
+        if refusal:
+            print(f"vapi-router serve: {refusal}", file=sys.stderr)
+            return 3
     taken = _port_taken(options.host, options.port)
     if taken:
         print(f"vapi-router serve: cannot listen on {options.host}:{options.port}: {taken}", file=sys.stderr)

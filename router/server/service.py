@@ -42,6 +42,7 @@ class Outcome:
     eval_us: float
     fallback_reason: str | None
     crm_record: CrmRecord | None = None
+    state_status: str | None = None  # "ok" or "error" when the policy reads live call state
 
 
 def base_facts(policy: Policy, message: Mapping[str, Any]) -> Facts:

@@ -28,6 +28,8 @@ from router.policy.compiler import compile_policy, target_reads_crm, version_of
 from router.policy.document import document_from_data
 from router.policy.loader import Loaded, lint_path, lint_texts, read_texts
 from router.runtime.model import Policy, Target
+from router.state.base import StateStore
+from router.state.make import make_state
 
 log = logging.getLogger("router.server.store")
 _SWITCH_INTERVAL = sys.getswitchinterval()
@@ -44,6 +46,7 @@ class Live:
     loaded_at: float
     crm_targets: frozenset[int] = field(default_factory=frozenset)  # id() of targets whose reply reads CRM
     crm_stamp: tuple[int, int] | None = None  # the embedded CRM file's (mtime, size) when it was read
+    state: StateStore | None = None  # live call state (DESIGN §13); None: the policy reads none
 
     def reads_crm(self, target: Target) -> bool:
         return id(target) in self.crm_targets
@@ -137,7 +140,23 @@ def build_live(policy: Policy, previous: Live | None, env: Mapping[str, str]) ->
     # Routes share named targets: test each distinct target once, not once per route.
     distinct = {id(t): t for t in _all_targets(policy)}
     crm_targets = frozenset(i for i, t in distinct.items() if target_reads_crm(t))
-    return Live(policy, crm, time.time(), crm_targets, stamp)
+    return Live(policy, crm, time.time(), crm_targets, stamp, _state_for(policy, previous, env))
+
+
+def _state_for(policy: Policy, previous: Live | None, env: Mapping[str, str]) -> StateStore | None:
+    """The policy's state store: the previous one while it lives in the same place, so a
+    reload keeps every slot held and every flag switched."""
+    if policy.state is None:
+        return None
+    before = previous.policy.state if previous is not None else None
+    if (
+        previous is not None
+        and previous.state is not None
+        and before is not None
+        and before.where == policy.state.where
+    ):
+        return previous.state
+    return make_state(policy.state, env)
 
 
 class PolicyStore:
@@ -188,6 +207,8 @@ class PolicyStore:
             self.last_success_at = built.loaded_at
             if old is not None and old.crm is not None and old.crm is not built.crm:
                 _close_later(old.crm)
+            if old is not None and old.state is not None and old.state is not built.state:
+                _close_later(old.state)
             result = ReloadResult(True, loaded.policy.version, changed=changed)
         else:
             if reported:
@@ -401,7 +422,7 @@ def _crm_problem(loaded: Loaded, exc: Exception) -> PolicyError:
     return PolicyError(str(loaded.docs[0].file if loaded.docs else "?"), 1, 1, f"crm: {exc}", "crm-config")
 
 
-def _close_later(crm: CrmClient) -> None:
+def _close_later(crm: CrmClient | StateStore) -> None:
     # Requests in flight may still hold the old client; close it once they are done.
     try:
         loop = asyncio.get_running_loop()

@@ -19,6 +19,7 @@ from router.policy.document import Document, parse_document
 from router.runtime.decide import decide
 from router.runtime.facts import facts_from_call, facts_from_message, lacks_offset, parse_time
 from router.runtime.model import CRM_STATUSES, Policy
+from router.tools.casestate import STATE_KEYS, case_state, case_state_problems
 from router.tools.offline import file_crm, with_offline_crm
 
 
@@ -86,6 +87,9 @@ def run_case(
         transfer = bool(case.get("transfer", False))
     if not crm_given:
         facts = with_offline_crm(policy, facts, crm)
+    state = case_state(policy, case.get("call") or {}, facts.at)
+    if state is not None:
+        facts = replace(facts, state=state)
     answer = decide(policy, facts, transfer=transfer)
     route, target, reply = answer.route, answer.target or "", answer.reply
     expect = case.get("expect", {})
@@ -140,6 +144,7 @@ def _case_problems(doc: Document) -> list[PolicyError]:
                 doc.error(f"{pointer}/call", "`call:` is empty; give caller, dialled, ...", "bad-cases")
             )
         if isinstance(call, dict):
+            out.extend(case_state_problems(doc, f"{pointer}/call", call))
             for key, kind, name in (
                 ("tags", list, "a list"),
                 ("crm", dict, "a mapping"),
@@ -187,8 +192,10 @@ CALL_KEYS = (
     "phone_number_id",
     "variables",
     "call_id",
+    *STATE_KEYS,
 )
-CRM_KEYS = ("tags", "crm", "crm_status")  # with `request:`, `call:` may only add CRM facts
+# with `request:`, `call:` may only add CRM facts and live call state
+CRM_KEYS = ("tags", "crm", "crm_status", *STATE_KEYS)
 
 
 def _keys_problems(doc: Document, pointer: str, value: Any, known: Sequence[str]) -> list[PolicyError]:
