@@ -13,7 +13,7 @@ phonenumbers. tests/test_phonetables.py compares both paths on a large random sa
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, REGION_CODE_FOR_NON_GEO_ENTITY, PhoneMetadata
@@ -92,6 +92,23 @@ class _Kinds:
             self._by_length[length] = re.compile("|".join(fit)) if fit else None
         return self._by_length[length]
 
+    def known(self, length: int) -> str | None:
+        """A pattern that matches (from the start) the numbers of `length` digits to which
+        `of` gives a type other than unknown; None when it gives none. The general pattern
+        as a lookahead, then the typed patterns that fit the length, each to the end; with
+        the same mobile and fixed-line pattern, mobile alone is unknown, so it is left out."""
+        general = self._general
+        if general is None or (general.lengths and length not in general.lengths):
+            return None
+        typed = [
+            f"(?:{d.pattern})"
+            for name, d in self._typed
+            if (not d.lengths or length in d.lengths) and not (self._same and name == "mobile")
+        ]
+        if not typed:
+            return None
+        return f"(?=(?:{general.pattern})\\Z)(?:{'|'.join(typed)})\\Z"
+
     def of(self, nsn: str) -> str:
         """The type name ('mobile', 'fixed_line_or_mobile', ...), 'unknown' for none."""
         if self._general is None or not self._general.matches(nsn):
@@ -113,6 +130,14 @@ class _Region:
     leading_digits: re.Pattern[str] | None
     kinds: _Kinds
 
+    def finder(self, length: int) -> str | None:
+        """A pattern that matches at the start of a national number of `length` digits
+        exactly when phonenumbers' region search stops at this region: its leading digits,
+        or (without them) a type other than unknown. None when no such number exists."""
+        if self.leading_digits is not None:
+            return self.leading_digits.pattern
+        return self.kinds.known(length)
+
 
 @dataclass(frozen=True, slots=True)
 class CallingCode:
@@ -126,19 +151,30 @@ class CallingCode:
     # lengths that pass parse's test after stripping a national prefix (possible, or too long)
     strippable: frozenset[int]
     regions: tuple[_Region, ...]  # in phonenumbers' order; the first is the main region
+    # per length: the regions' finders joined in their order (one named group each), or None
+    _finders: dict[int, re.Pattern[str] | None] = field(default_factory=dict, compare=False)
+
+    def _finder(self, length: int) -> re.Pattern[str] | None:
+        if length not in self._finders:
+            parts = [
+                f"(?P<r{i}>{f})" for i, r in enumerate(self.regions) if (f := r.finder(length)) is not None
+            ]
+            self._finders[length] = re.compile("|".join(parts)) if parts else None
+        return self._finders[length]
 
     def region_of(self, nsn: str) -> str:
         """phonenumbers.region_code_for_number: the only region, else the first whose leading
-        digits match or, for one without, that gives the number a type; ZZ for none."""
+        digits match or, for one without, that gives the number a type; ZZ for none. One
+        regex per length tries the regions in order, as phonenumbers' loop does."""
         if len(self.regions) == 1:
             return self.regions[0].code
-        for region in self.regions:
-            if region.leading_digits is not None:
-                if region.leading_digits.match(nsn):
-                    return region.code
-            elif region.kinds.of(nsn) != "unknown":
-                return region.code
-        return UNKNOWN_REGION
+        finder = self._finders.get(len(nsn), False)
+        if finder is False:
+            finder = self._finder(len(nsn))
+        found = finder.match(nsn) if finder is not None else None
+        if found is None:
+            return UNKNOWN_REGION
+        return self.regions[int(found.lastgroup[1:])].code  # type: ignore[index]
 
     def type_of(self, nsn: str) -> str:
         """phonenumbers.number_type: the type in the metadata of the number's region."""
