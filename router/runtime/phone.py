@@ -46,7 +46,12 @@ def normalise(text: str, region: str | None = None) -> str | None:
     """E.164 for a possible number ('+14155550142'), else None (anonymous or garbage)."""
     if len(text) > _MAX_TEXT:  # before the cache: it must not keep megabytes of garbage alive
         return None
-    return _normalise(text, region)
+    # Nearly every caller arrives as E.164: string operations and tables decide it in about
+    # a microsecond, where a first parse costs tens (DESIGN §15), and whatever the region.
+    # The rest asks phonenumbers. Each road has its own cache: the first, keyed by the text
+    # alone, is a one-argument lru_cache, whose key is the string itself (no tuple to build).
+    e164 = _placed(text)
+    return e164 if e164 is not None else _parsed(text, region)
 
 
 # The split (calling code, national number) of the last few numbers that arrived in their
@@ -58,18 +63,22 @@ _SPLITS_MAX = 64
 
 
 @lru_cache(maxsize=65536)
-def _normalise(text: str, region: str | None) -> str | None:
-    # Nearly every caller arrives as E.164: string operations and tables decide it in about
-    # a microsecond, where a first parse costs tens (DESIGN §15). The rest asks phonenumbers.
+def _placed(text: str) -> str | None:
+    """The tables' E.164 form of `text`; None when they leave it undecided."""
     found = phonetables.place(text)
     if found is None:
-        return parsed_e164(text, region)
+        return None
     e164, table, national = found
     if e164 is text:
         if len(_SPLITS) >= _SPLITS_MAX:
             _SPLITS.clear()
         _SPLITS[e164] = (table, national)
     return e164
+
+
+@lru_cache(maxsize=65536)
+def _parsed(text: str, region: str | None) -> str | None:
+    return parsed_e164(text, region)
 
 
 def parsed_e164(text: str, region: str | None) -> str | None:
@@ -108,7 +117,8 @@ def type_of(e164: str) -> str:
 
 def clear_caches() -> None:
     """Forget every number seen (benchmarks of first-time callers)."""
-    _normalise.cache_clear()
+    _placed.cache_clear()
+    _parsed.cache_clear()
     _SPLITS.clear()
     country_of.cache_clear()
     type_of.cache_clear()
