@@ -41,15 +41,23 @@ class CallingCode:
     # lengths that pass parse's test after stripping a national prefix (possible, or too long)
     strippable: frozenset[int]
     regions: tuple[Region, ...]  # in phonenumbers' order; the first is the main region
-    # per length: the regions' finders joined in their order (one named group each), or None
-    _finders: dict[int, re.Pattern[str] | None] = field(default_factory=dict, compare=False)
+    # per length: the regions' finders joined in their order, one named group each, and the
+    # region code of each group by its index (the outermost group closes last: lastindex)
+    _finders: dict[int, tuple[re.Pattern[str], dict[int, str]] | None] = field(
+        default_factory=dict, compare=False
+    )
 
-    def _finder(self, length: int) -> re.Pattern[str] | None:
+    def _finder(self, length: int) -> tuple[re.Pattern[str], dict[int, str]] | None:
         if length not in self._finders:
             parts = [
                 f"(?P<r{i}>{f})" for i, r in enumerate(self.regions) if (f := r.finder(length)) is not None
             ]
-            self._finders[length] = re.compile("|".join(parts)) if parts else None
+            finder = re.compile("|".join(parts)) if parts else None
+            if finder is None:
+                self._finders[length] = None
+            else:
+                groups = finder.groupindex.items()
+                self._finders[length] = (finder, {i: self.regions[int(name[1:])].code for name, i in groups})
         return self._finders[length]
 
     def region_of(self, nsn: str) -> str:
@@ -61,10 +69,10 @@ class CallingCode:
         finder = self._finders.get(len(nsn), False)
         if finder is False:
             finder = self._finder(len(nsn))
-        found = finder.match(nsn) if finder is not None else None
-        if found is None:
+        if finder is None:
             return UNKNOWN_REGION
-        return self.regions[int(found.lastgroup[1:])].code  # type: ignore[index]
+        found = finder[0].match(nsn)
+        return finder[1][found.lastindex] if found is not None else UNKNOWN_REGION  # type: ignore[index]
 
     def type_of(self, nsn: str) -> str:
         """phonenumbers.number_type: the type in the metadata of the number's region."""
