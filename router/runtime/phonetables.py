@@ -66,13 +66,16 @@ class CallingCode:
         regex per length tries the regions in order, as phonenumbers' loop does."""
         if len(self.regions) == 1:
             return self.regions[0].code
-        finder = self._finders.get(len(nsn), False)
-        if finder is False:
+        try:
+            finder = self._finders[len(nsn)]
+        except KeyError:
             finder = self._finder(len(nsn))
         if finder is None:
             return UNKNOWN_REGION
         found = finder[0].match(nsn)
-        return finder[1][found.lastindex] if found is not None else UNKNOWN_REGION  # type: ignore[index]
+        if found is None or found.lastindex is None:
+            return UNKNOWN_REGION
+        return finder[1][found.lastindex]
 
     def type_of(self, nsn: str) -> str:
         """phonenumbers.number_type: the type in the metadata of the number's region."""
