@@ -138,6 +138,38 @@ def test_fast_path_agrees_with_phonenumbers_on_a_random_sample() -> None:
     assert placed > SAMPLE * 0.4, placed
 
 
+def test_country_and_type_through_normalise_agree_with_phonenumbers() -> None:
+    """router.phone's own road: normalise keeps the split of a number that arrived as E.164,
+    and country_of / type_of of that number read it instead of splitting again."""
+    checked = shared = 0
+    mismatches: list[str] = []
+    for i, (text, region) in enumerate(_inputs(seed=23)):
+        if i % 4:  # a quarter of the sample: this road adds no table of its own
+            continue
+        phone.clear_caches()
+        e164 = phone.normalise(text, region)
+        if e164 is None:
+            continue
+        shared += e164 in phone._SPLITS
+        want_region, want_type = _reference_place(e164)
+        want_country = want_region if want_region in phonenumbers.SUPPORTED_REGIONS else None
+        got = (phone.country_of(e164), phone.type_of(e164))
+        checked += 1
+        if got != (want_country, want_type):
+            mismatches.append(f"{text!r} -> {e164}: {got}, phonenumbers: {(want_country, want_type)}")
+    assert not mismatches, f"{len(mismatches)} mismatches, first: {mismatches[:10]}"
+    assert shared > checked * 0.3, (shared, checked)
+
+
+def test_the_shared_split_stays_small() -> None:
+    phone.clear_caches()
+    for k in range(1000):
+        phone.normalise(f"+1650555{k:04d}")
+    assert 0 < len(phone._SPLITS) <= phone._SPLITS_MAX
+    phone.clear_caches()
+    assert not phone._SPLITS
+
+
 @pytest.mark.parametrize(
     ("text", "e164"),
     [

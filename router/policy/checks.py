@@ -21,6 +21,7 @@ from router.policy.document import Document, pointer_of
 from router.policy.replycheck import constrained_spots
 from router.policy.retired import retired_keys
 from router.policy.schedule_checks import check_schedule
+from router.policy.statechecks import state_references_resolve, state_values_valid
 from router.policy.toolroutes import (
     CONTEXTS,
     TOOL_CONTEXTS,
@@ -29,7 +30,6 @@ from router.policy.toolroutes import (
     named_use_problem,
     tool_conditions,
 )
-from router.policy.statechecks import state_references_resolve, state_values_valid
 from router.policy.vapi_payloads import check_payload
 from router.runtime import phone
 from router.runtime.model import OVERRIDES

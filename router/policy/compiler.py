@@ -17,8 +17,8 @@ import regex
 
 from router.policy.document import Document, pointer_of
 from router.policy.replycheck import check_rendered
-from router.policy.toolroutes import tool_message
 from router.policy.statecompile import STATE_CONDITIONS, state_condition, state_settings
+from router.policy.toolroutes import tool_message
 from router.runtime import phone
 from router.runtime.facts import scalar_text
 from router.runtime.model import (

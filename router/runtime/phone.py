@@ -23,6 +23,7 @@ _TYPE_NAMES: dict[int, str] = {
     PhoneNumberType.VOICEMAIL: "voicemail",
     PhoneNumberType.UNKNOWN: "unknown",
 }
+_SUPPORTED = phonenumbers.SUPPORTED_REGIONS
 NUMBER_TYPES: tuple[str, ...] = tuple(sorted(set(_TYPE_NAMES.values())))
 _MAX_TEXT = 64  # longer than any written phone number, spaces and punctuation included
 # Withheld caller ids arrive as words, not numbers, depending on the carrier.
@@ -45,14 +46,39 @@ def normalise(text: str, region: str | None = None) -> str | None:
     """E.164 for a possible number ('+14155550142'), else None (anonymous or garbage)."""
     if len(text) > _MAX_TEXT:  # before the cache: it must not keep megabytes of garbage alive
         return None
-    return _normalise(text, region)
+    # Nearly every caller arrives as E.164: string operations and tables decide it in about
+    # a microsecond, where a first parse costs tens (DESIGN §15), and whatever the region.
+    # The rest asks phonenumbers. Each road has its own cache: the first, keyed by the text
+    # alone, is a one-argument lru_cache, whose key is the string itself (no tuple to build).
+    e164 = _placed(text)
+    return e164 if e164 is not None else _parsed(text, region)
+
+
+# The split (calling code, national number) of the last few numbers that arrived in their
+# E.164 form, by that form: country_of and type_of of the same call read it instead of
+# splitting the number again. Any entry is right for its key (the split of `+digits` is
+# the split of those digits), so the table only needs bounding, not invalidating.
+_SPLITS: dict[str, tuple[phonetables.CallingCode, str]] = {}
+_SPLITS_MAX = 64
 
 
 @lru_cache(maxsize=65536)
-def _normalise(text: str, region: str | None) -> str | None:
-    # Nearly every caller arrives as E.164: string operations and tables decide it in about
-    # a microsecond, where a first parse costs tens (DESIGN §15). The rest asks phonenumbers.
-    return phonetables.e164_of(text) or parsed_e164(text, region)
+def _placed(text: str) -> str | None:
+    """The tables' E.164 form of `text`; None when they leave it undecided."""
+    found = phonetables.place(text)
+    if found is None:
+        return None
+    e164, table, national = found
+    if e164 is text:
+        if len(_SPLITS) >= _SPLITS_MAX:
+            _SPLITS.clear()
+        _SPLITS[e164] = (table, national)
+    return e164
+
+
+@lru_cache(maxsize=65536)
+def _parsed(text: str, region: str | None) -> str | None:
+    return parsed_e164(text, region)
 
 
 def parsed_e164(text: str, region: str | None) -> str | None:
@@ -66,22 +92,23 @@ def parsed_e164(text: str, region: str | None) -> str | None:
 @lru_cache(maxsize=65536)
 def country_of(e164: str) -> str | None:
     """ISO 3166 alpha-2 region of an E.164 number ('US'), None when unassigned."""
-    region = phonetables.region_of(e164)
+    found = _SPLITS.get(e164) or phonetables.split_e164(e164)
+    region = found[0].region_of(found[1]) if found is not None else None
     if region is None:
         number = _parse(e164, None)
         if number is None:
             return None
         region = phonenumbers.region_code_for_number(number)
     # not "ZZ" (unknown) nor "001" (non-geographic: +800 freephone, +882 networks, ...)
-    return region if region in phonenumbers.SUPPORTED_REGIONS else None
+    return region if region in _SUPPORTED else None
 
 
 @lru_cache(maxsize=65536)
 def type_of(e164: str) -> str:
     """The number type ('mobile', 'fixed_line', 'toll_free', ...), 'unknown' when not known."""
-    fast = phonetables.type_of(e164)
-    if fast is not None:
-        return fast
+    found = _SPLITS.get(e164) or phonetables.split_e164(e164)
+    if found is not None:
+        return found[0].type_of(found[1])
     number = _parse(e164, None)
     if number is None:
         return "unknown"
@@ -90,7 +117,9 @@ def type_of(e164: str) -> str:
 
 def clear_caches() -> None:
     """Forget every number seen (benchmarks of first-time callers)."""
-    _normalise.cache_clear()
+    _placed.cache_clear()
+    _parsed.cache_clear()
+    _SPLITS.clear()
     country_of.cache_clear()
     type_of.cache_clear()
 

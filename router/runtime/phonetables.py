@@ -13,105 +13,19 @@ phonenumbers. tests/test_phonetables.py compares both paths on a large random sa
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, REGION_CODE_FOR_NON_GEO_ENTITY, PhoneMetadata
 
+from router.runtime.phonekinds import Kinds, Region
+
 _MIN_NSN = 2  # phonenumbers' _MIN_LENGTH_FOR_NSN: parse rejects a shorter national number
 _MAX_NSN = 17  # _MAX_LENGTH_FOR_NSN
 _MAX_RAW = 40  # router.phone gives up on longer text (after strip) before parsing
-# The types in the order phonenumbers' _number_type_helper tries them; each name is both
-# the PhoneMetadata attribute and the router's type name.
-_TYPE_ORDER = (
-    "premium_rate",
-    "toll_free",
-    "shared_cost",
-    "voip",
-    "personal_number",
-    "pager",
-    "uan",
-    "voicemail",
-    "fixed_line",
-    "mobile",
-)
 # Written separators: phonenumbers drops them all when it normalises the digits.
 _SEPARATORS = str.maketrans("", "", " -.()")
 UNKNOWN_REGION = "ZZ"  # phonenumbers' name for "no region", as region_of returns it
-
-
-@dataclass(frozen=True, slots=True)
-class _Desc:
-    """One PhoneNumberDesc: its possible lengths (empty: any) and full-match pattern."""
-
-    lengths: frozenset[int]
-    pattern: str
-
-    def matches(self, nsn: str) -> bool:
-        return (not self.lengths or len(nsn) in self.lengths) and _compiled(self.pattern).fullmatch(
-            nsn
-        ) is not None
-
-
-_PATTERNS: dict[str, re.Pattern[str]] = {}
-
-
-def _compiled(pattern: str) -> re.Pattern[str]:
-    compiled = _PATTERNS.get(pattern)
-    if compiled is None:
-        compiled = _PATTERNS[pattern] = re.compile(pattern)
-    return compiled
-
-
-def _desc(metadata: PhoneMetadata, name: str) -> _Desc | None:
-    desc = getattr(metadata, name, None)
-    if desc is None or not desc.national_number_pattern:
-        return None  # phonenumbers' _match_national_number: never matches
-    return _Desc(frozenset(desc.possible_length or ()), desc.national_number_pattern)
-
-
-class _Kinds:
-    """phonenumbers' _number_type_helper for one region's metadata, with the typed patterns
-    that fit a length joined into one alternation (tried in the same order, first match
-    wins), compiled on first use of that length."""
-
-    __slots__ = ("_by_length", "_general", "_mobile", "_same", "_typed")
-
-    def __init__(self, metadata: PhoneMetadata) -> None:
-        self._general = _desc(metadata, "general_desc")
-        self._typed = [(name, d) for name in _TYPE_ORDER if (d := _desc(metadata, name)) is not None]
-        self._mobile = _desc(metadata, "mobile")
-        self._same = bool(metadata.same_mobile_and_fixed_line_pattern)
-        self._by_length: dict[int, re.Pattern[str] | None] = {}
-
-    def _joined(self, length: int) -> re.Pattern[str] | None:
-        if length not in self._by_length:
-            fit = [
-                f"(?P<{name}>{d.pattern})" for name, d in self._typed if not d.lengths or length in d.lengths
-            ]
-            self._by_length[length] = re.compile("|".join(fit)) if fit else None
-        return self._by_length[length]
-
-    def of(self, nsn: str) -> str:
-        """The type name ('mobile', 'fixed_line_or_mobile', ...), 'unknown' for none."""
-        if self._general is None or not self._general.matches(nsn):
-            return "unknown"
-        joined = self._joined(len(nsn))
-        found = joined.fullmatch(nsn) if joined is not None else None
-        kind = found.lastgroup if found is not None else None
-        if kind == "fixed_line":
-            mobile = self._same or (self._mobile is not None and self._mobile.matches(nsn))
-            return "fixed_line_or_mobile" if mobile else "fixed_line"
-        if kind == "mobile" and self._same:
-            return "unknown"  # phonenumbers asks for mobile only when its pattern differs
-        return kind or "unknown"
-
-
-@dataclass(frozen=True, slots=True)
-class _Region:
-    code: str
-    leading_digits: re.Pattern[str] | None
-    kinds: _Kinds
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,24 +35,47 @@ class CallingCode:
     code: str
     possible: frozenset[int]  # national-number lengths phonenumbers.is_possible_number accepts
     national_prefix: re.Pattern[str] | None  # the main region's national_prefix_for_parsing
+    prefix_literal: str | None  # that pattern when it is plain digits ('0'): startswith tests it
     transforms: bool  # the main region has a national_prefix_transform_rule
     general_pattern: re.Pattern[str] | None  # the main region's general national number pattern
     # lengths that pass parse's test after stripping a national prefix (possible, or too long)
     strippable: frozenset[int]
-    regions: tuple[_Region, ...]  # in phonenumbers' order; the first is the main region
+    regions: tuple[Region, ...]  # in phonenumbers' order; the first is the main region
+    # per length: the regions' finders joined in their order, one named group each, and the
+    # region code of each group by its index (the outermost group closes last: lastindex)
+    _finders: dict[int, tuple[re.Pattern[str], dict[int, str]] | None] = field(
+        default_factory=dict, compare=False
+    )
+
+    def _finder(self, length: int) -> tuple[re.Pattern[str], dict[int, str]] | None:
+        if length not in self._finders:
+            parts = [
+                f"(?P<r{i}>{f})" for i, r in enumerate(self.regions) if (f := r.finder(length)) is not None
+            ]
+            finder = re.compile("|".join(parts)) if parts else None
+            if finder is None:
+                self._finders[length] = None
+            else:
+                groups = finder.groupindex.items()
+                self._finders[length] = (finder, {i: self.regions[int(name[1:])].code for name, i in groups})
+        return self._finders[length]
 
     def region_of(self, nsn: str) -> str:
         """phonenumbers.region_code_for_number: the only region, else the first whose leading
-        digits match or, for one without, that gives the number a type; ZZ for none."""
+        digits match or, for one without, that gives the number a type; ZZ for none. One
+        regex per length tries the regions in order, as phonenumbers' loop does."""
         if len(self.regions) == 1:
             return self.regions[0].code
-        for region in self.regions:
-            if region.leading_digits is not None:
-                if region.leading_digits.match(nsn):
-                    return region.code
-            elif region.kinds.of(nsn) != "unknown":
-                return region.code
-        return UNKNOWN_REGION
+        try:
+            finder = self._finders[len(nsn)]
+        except KeyError:
+            finder = self._finder(len(nsn))
+        if finder is None:
+            return UNKNOWN_REGION
+        found = finder[0].match(nsn)
+        if found is None or found.lastindex is None:
+            return UNKNOWN_REGION
+        return finder[1][found.lastindex]
 
     def type_of(self, nsn: str) -> str:
         """phonenumbers.number_type: the type in the metadata of the number's region."""
@@ -155,6 +92,9 @@ class CallingCode:
         transform rule applies (undecided)."""
         if self.national_prefix is None or not nsn:
             return nsn
+        literal = self.prefix_literal
+        if literal is not None and not nsn.startswith(literal):
+            return nsn  # what the regex would say, at a fraction of its cost
         found = self.national_prefix.match(nsn)
         if found is None:
             return nsn
@@ -180,7 +120,7 @@ def _metadata(cc: int, region: str) -> PhoneMetadata | None:
 
 
 def _build(cc: int) -> CallingCode | None:
-    regions: list[_Region] = []
+    regions: list[Region] = []
     for code in COUNTRY_CODE_TO_REGION_CODE[cc]:
         metadata = _metadata(cc, code)
         if metadata is None:
@@ -188,7 +128,7 @@ def _build(cc: int) -> CallingCode | None:
                 return None  # no main metadata: parse takes another road; leave it to phonenumbers
             continue  # phonenumbers skips a region without metadata too
         digits = metadata.leading_digits
-        regions.append(_Region(code, re.compile(digits) if digits else None, _Kinds(metadata)))
+        regions.append(Region(code, re.compile(digits) if digits else None, Kinds(metadata)))
     main = _metadata(cc, COUNTRY_CODE_TO_REGION_CODE[cc][0])
     assert main is not None
     reasons = {
@@ -204,6 +144,7 @@ def _build(cc: int) -> CallingCode | None:
         code=str(cc),
         possible=possible,
         national_prefix=re.compile(prefix) if prefix else None,
+        prefix_literal=prefix if prefix and prefix.isdigit() and prefix.isascii() else None,
         transforms=bool(main.national_prefix_transform_rule),
         general_pattern=re.compile(general) if general else None,
         strippable=frozenset(n for n, r in reasons.items() if r not in _NOT_STRIPPED),
@@ -212,6 +153,20 @@ def _build(cc: int) -> CallingCode | None:
 
 
 _CODES: frozenset[str] = frozenset(str(cc) for cc in COUNTRY_CODE_TO_REGION_CODE)
+
+
+def _code_of(head: str) -> str | None:
+    """The calling code parse reads at the start of `head`: its shortest prefix that is one."""
+    return next((head[:i] for i in (1, 2, 3) if head[:i] in _CODES), None)
+
+
+# every string of 1 to 3 digits -> the calling code it starts with: one lookup of digits[:3]
+_CODE_OF: dict[str, str] = {
+    head: code
+    for n in (1, 2, 3)
+    for k in range(10**n)
+    if (code := _code_of(head := str(k).zfill(n))) is not None
+}
 _TABLES: dict[str, CallingCode | None] = {}
 
 
@@ -229,32 +184,23 @@ def split(digits: str) -> tuple[CallingCode, str] | None:
     """`digits` (after the +, ASCII digits only) -> (calling code, national number) as parse
     finds them, or None when undecided. Parse checks the length before it strips a national
     prefix and, here, after too: a stripped number shorter than 2 digits is left undecided."""
-    if digits[:1] == "0":
+    code = _CODE_OF.get(digits[:3])
+    if code is None:
         return None
-    for i in (1, 2, 3):
-        if digits[:i] in _CODES:
-            table = calling_code(digits[:i])
-            nsn = digits[i:]
-            if table is None or not _MIN_NSN <= len(nsn) <= _MAX_NSN:
-                return None
-            national = table.national(nsn)
-            if national is None or not _MIN_NSN <= len(national) <= _MAX_NSN:
-                return None
-            return table, national
-    return None
-
-
-def _e164_digits(text: str) -> str | None:
-    """The digits after the + of `+<digits>` (or already canonical E.164), else None."""
-    if text[:1] != "+":
+    table = _TABLES.get(code) or calling_code(code)
+    nsn = digits[len(code) :]
+    if table is None or not _MIN_NSN <= len(nsn) <= _MAX_NSN:
         return None
-    digits = text[1:]
-    return digits if digits.isdigit() and digits.isascii() else None
+    national = table.national(nsn)
+    if national is None or not _MIN_NSN <= len(national) <= _MAX_NSN:
+        return None
+    return table, national
 
 
-def e164_of(text: str) -> str | None:
-    """The E.164 form of a possible number written `+<digits>` or `00<digits>`, with any of
-    ` -.()` between the digits; None when undecided (not a proof that there is none)."""
+def place(text: str) -> tuple[str, CallingCode, str] | None:
+    """(E.164 form, calling code, national number) of a possible number written `+<digits>`
+    or `00<digits>`, with any of ` -.()` between the digits; None when undecided (not a
+    proof that there is none)."""
     raw = text.strip()
     if len(raw) > _MAX_RAW:
         return None
@@ -268,21 +214,40 @@ def e164_of(text: str) -> str | None:
         if not (digits.isdigit() and digits.isascii()):
             return None
     found = split(digits)
-    if found is None or len(found[1]) not in found[0].possible:
+    if found is None:
         return None
-    return "+" + found[0].code + found[1]
+    table, national = found
+    if len(national) not in table.possible:
+        return None
+    if raw is text and len(text) == 1 + len(table.code) + len(national):
+        # nothing stripped, removed or rewritten: `text` is the E.164 form; the same string
+        # keeps its hash, already computed by the caller's cache
+        return text, table, national
+    return "+" + table.code + national, table, national
+
+
+def e164_of(text: str) -> str | None:
+    """The E.164 form of `text` as `place` finds it; None when undecided."""
+    found = place(text)
+    return found[0] if found is not None else None
+
+
+def split_e164(e164: str) -> tuple[CallingCode, str] | None:
+    """split of an E.164 number's digits; None when it is not `+<ASCII digits>` or undecided."""
+    digits = e164[1:]
+    if e164[:1] != "+" or not (digits.isdigit() and digits.isascii()):
+        return None
+    return split(digits)
 
 
 def region_of(e164: str) -> str | None:
     """phonenumbers' region code of an E.164 number ('US', '001' for non-geographic, 'ZZ' for
     none); None when undecided."""
-    digits = _e164_digits(e164)
-    found = split(digits) if digits else None
+    found = split_e164(e164)
     return found[0].region_of(found[1]) if found is not None else None
 
 
 def type_of(e164: str) -> str | None:
     """The router's type name of an E.164 number ('mobile', ...); None when undecided."""
-    digits = _e164_digits(e164)
-    found = split(digits) if digits else None
+    found = split_e164(e164)
     return found[0].type_of(found[1]) if found is not None else None

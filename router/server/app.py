@@ -36,12 +36,11 @@ from router.server.connguard import ConnectionLimits
 from router.server.console import console_routes
 from router.server.decisionlog import DecisionLog, timestamp
 from router.server.explainapi import explain_request, resolve_request
-from router.server.forward import Forwarding, is_notification
 from router.server.flags import flag_routes, keep_state
+from router.server.forward import Forwarding, is_notification
 from router.server.handoff import HandoffView, as_handoff
 from router.server.http import (
     ARRIVED,
-    EMPTY,
     NO_POLICY,
     NOT_JSON,
     NOT_MESSAGE,
