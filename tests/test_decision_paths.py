@@ -21,7 +21,7 @@ from router.runtime.decide import decide
 from router.runtime.facts import facts_from_message
 from router.runtime.model import Policy
 from router.server import service
-from router.server.store import build_live
+from router.server.live import build_live
 from router.tools.cases import run_file
 from router.tools.offline import file_crm, with_offline_crm
 from router.tools.replay import replay

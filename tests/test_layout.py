@@ -34,7 +34,6 @@ LONG_MODULES: dict[str, str] = {
     "router.runtime.model": _NOT_YET + ": types vs the compiled index",
     "router.server.app": _NOT_YET + ": webhook vs admin endpoints",
     "router.server.fasthttp": _NOT_YET + ": uvicorn adapter vs the fast path",
-    "router.server.store": _NOT_YET + ": load paths vs the reload child",
 }
 
 

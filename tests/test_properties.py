@@ -33,8 +33,8 @@ from router.policy.loader import lint_texts
 from router.runtime.evaluator import evaluate, evaluate_linear, explain
 from router.runtime.model import CRM_STATUSES, Facts, Policy
 from router.runtime.replies import TemplateError, render
+from router.server.live import build_live
 from router.server.service import decide
-from router.server.store import build_live
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEM_LINE = r"^.+:\d+:\d+: (error|warning): .+ \[[a-z0-9-]+\]$"

@@ -44,7 +44,7 @@ from reloadutil import (
 )
 from serverutil import SECRET, InProcess, Subprocess, metric, parse_metrics
 
-from router.server.store import check_in_child
+from router.server.reloadchild import check_in_child
 from router.server.watcher import DEBOUNCE_MS
 
 READY_KEYS = {"version", "loaded_at", "last_reload_ok", "errors", "problems"}

@@ -19,7 +19,8 @@ from reloadutil import BROKEN, broken, versioned
 from router.crm.clients import FileCrm, HttpCrm
 from router.errors import PolicyError
 from router.policy.loader import read_texts
-from router.server.store import PolicyStore, ReloadResult, check_in_child
+from router.server.reloadchild import check_in_child
+from router.server.store import PolicyStore, ReloadResult
 
 
 def make(tmp_path: Path, text: str) -> tuple[PolicyStore, Path]:

@@ -51,10 +51,11 @@ from router.server.http import (
     receive_body,
     send_json,
 )
+from router.server.live import Live
 from router.server.metrics import FLUSH_S, Metrics
 from router.server.service import Outcome, Pending, decide, decide_now
 from router.server.statecall import decide_with_state, release_if_ended
-from router.server.store import Live, PolicyStore, ReloadResult
+from router.server.store import PolicyStore, ReloadResult
 
 if TYPE_CHECKING:
     from router.server.jwks import PendingKey

@@ -26,8 +26,9 @@ from router.server.http import UNAUTHORIZED, json_response
 from router.state.base import FlagState, flag_is_on
 
 if TYPE_CHECKING:
+    from router.server.live import Live
     from router.server.metrics import Metrics
-    from router.server.store import Live, PolicyStore
+    from router.server.store import PolicyStore
 
 log = logging.getLogger("router.server.flags")
 KEEP_EVERY_S = 1.0  # gauges refreshed this often

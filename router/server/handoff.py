@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 
 from router.policy.compiler import build_index
+from router.server.live import Live
 from router.server.service import Outcome
-from router.server.store import Live
 
 NO_HANDOFF = "No handoff destination matches this request."
 UNMATCHED = orjson.dumps({"destination": {}, "error": NO_HANDOFF})

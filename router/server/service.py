@@ -18,7 +18,7 @@ from router.runtime.facts import facts_from_message
 from router.runtime.model import Decision, Facts, Policy
 from router.runtime.records import CrmRecord
 from router.runtime.toolcall import with_tool_call
-from router.server.store import Live
+from router.server.live import Live
 
 log = logging.getLogger("router.server.service")
 

@@ -22,6 +22,7 @@ from router.runtime.model import Policy
 from router.runtime.replies import choose
 from router.runtime.statefacts import StateFacts
 from router.server.http import EMPTY
+from router.server.live import Live
 from router.server.service import (
     MARGIN_S,
     Outcome,
@@ -32,7 +33,6 @@ from router.server.service import (
     lookup_crm,
 )
 from router.server.statemetrics import StateMetrics
-from router.server.store import Live
 from router.state.base import CallRecord
 
 log = logging.getLogger("router.server.statecall")
