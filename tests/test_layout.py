@@ -33,7 +33,7 @@ LONG_MODULES: dict[str, str] = {
     "router.policy.vapi_payloads": _NOT_YET,
     "router.runtime.model": _NOT_YET + ": types vs the compiled index",
     "router.server.app": _NOT_YET + ": webhook vs admin endpoints",
-    "router.server.fasthttp": _NOT_YET + ": uvicorn adapter vs the fast path",
+    "router.server.fasthttp": "one protocol class (uvicorn's callbacks it overrides); held replies are apart",
 }
 
 

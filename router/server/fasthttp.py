@@ -14,7 +14,7 @@ answer that waits for an HTTP CRM (or for a token's key from a JWKS) is handed t
 request cycle, which keeps pipelined requests in order and knows when the client has gone.
 
 Replies are held until the event loop has read every connection that was ready, then
-written together (`_Held`). On loopback with many connections, a reply written the moment
+written together (`Held`, heldreplies.py). On loopback with many connections, a reply written the moment
 it is ready wakes an idle client for each reply, and the wake-ups, not the routing, cost
 most of the CPU; written together, one wake-up serves many replies. A reply waits at most
 one turn of the loop: the time it takes to answer the requests that arrived with it. With
@@ -28,7 +28,6 @@ import asyncio
 import socket
 import struct
 import time
-import weakref
 from collections.abc import Coroutine
 from typing import Any
 
@@ -37,6 +36,7 @@ from starlette.types import Receive, Scope, Send
 
 from router.server.app import RouterApp, Server
 from router.server.connguard import BODY, HEAD, IDLE, ConnectionLimits, guard_for
+from router.server.heldreplies import HELD, Held
 from router.server.http import ARRIVED, MAX_BODY, TOO_LARGE, send_json, too_large
 from router.server.uvicorn_adapter import STATUS_LINE, HttpToolsProtocol, start_cycle, start_pipelined
 
@@ -56,49 +56,6 @@ def find_router(app: Any) -> RouterApp | None:
             return app
         app = getattr(app, "app", None)
     return None
-
-
-class _Held:
-    """The connections of one event loop with replies held until the loop's next turn, and
-    the servers whose answered calls are recorded (metrics, decision log) after them."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.protocols: list[WebhookProtocol] = []
-        self.servers: list[Server] = []
-        self.armed = False
-
-    def _arm(self) -> None:
-        if not self.armed:
-            # call_soon runs after this turn's I/O callbacks: every ready connection has
-            # been read and answered by then. It also runs before any task step scheduled
-            # later, so a reply uvicorn writes from a task never overtakes a held one.
-            self.loop.call_soon(self.release)
-            self.armed = True
-
-    def add(self, protocol: WebhookProtocol) -> None:
-        self._arm()
-        self.protocols.append(protocol)
-
-    def record(self, server: Server) -> None:
-        self._arm()
-        if server not in self.servers:
-            self.servers.append(server)
-
-    def release(self) -> None:
-        self.armed = False
-        protocols, self.protocols = self.protocols, []
-        for protocol in protocols:
-            protocol.release()
-        # After the writes: with one connection the client already reads its reply while
-        # the line is logged, and the call's round trip is shorter by that much.
-        servers, self.servers = self.servers, []
-        for server in servers:
-            server.record_answered()
-
-
-# one per event loop (tests run several servers, each on its own loop, in one process)
-_HELD: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Held] = weakref.WeakKeyDictionary()
 
 
 class WebhookProtocol(HttpToolsProtocol):
@@ -128,15 +85,15 @@ class WebhookProtocol(HttpToolsProtocol):
         self._keep_alive = True
         self._started = 0.0
         self._began = 0.0
-        # replies written by this protocol and not yet handed to the transport (_Held)
+        # replies written by this protocol and not yet handed to the transport (Held)
         self._replies: list[bytes] = []
         # keep-alive: since when the connection has been idle (None: a request is under way),
         # and the one timer that checks it (see on_response_complete)
         self._idle_since: float | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
-        held = _HELD.get(self.loop)
+        held = HELD.get(self.loop)
         if held is None:
-            held = _HELD[self.loop] = _Held(self.loop)
+            held = HELD[self.loop] = Held(self.loop)
         self._held = held
         # head and body timeouts, the connection cap (router.connguard)
         limits = router.webhook_endpoint.server.limits if router and router.webhook_endpoint else None
