@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from router.errors import PolicyError
-from router.policy.document import MAX_NODES, Document, fast_document, parse_document
+from router.policy.document import MAX_NODES, Document, parse_document
+from router.policy.fastdoc import fast_document
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -29,7 +29,6 @@ LONG_MODULES: dict[str, str] = {
     "router.cli": _NOT_YET + ": one parser and eight small subcommands",
     "router.policy.checks": _NOT_YET + ": to a package of rule modules",
     "router.policy.compiler": _NOT_YET + ": conditions, targets, index",
-    "router.policy.document": _NOT_YET + ": the positioned YAML reader and its limits",
     "router.policy.vapi_payloads": _NOT_YET,
     "router.runtime.model": _NOT_YET + ": types vs the compiled index",
     "router.server.app": _NOT_YET + ": webhook vs admin endpoints",

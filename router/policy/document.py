@@ -16,6 +16,13 @@ from typing import Any
 import yaml
 
 from router.errors import PolicyError, Severity
+from router.policy.yamlproblems import (
+    MAX_DEPTH,
+    nesting_problem,
+    syntax_problem,
+    too_deep_somewhere,
+    unprintable,
+)
 
 try:  # libyaml's C parser is ~10x faster; positions are identical
     _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
@@ -24,7 +31,6 @@ except AttributeError:  # pragma: no cover - libyaml missing
 
 # Alias expansion is bounded so that a "billion laughs" document is a problem, not an OOM.
 MAX_NODES = 2_000_000
-MAX_DEPTH = 200
 
 _SCALAR_LOADER = yaml.SafeLoader("")
 
@@ -200,17 +206,17 @@ def parse_document(text: str, *, file: str) -> Document:
     except yaml.MarkedYAMLError as exc:
         # Our own nesting limit comes first, whatever limit (if any) the YAML library has:
         # libyaml >= 0.2.5 (PyYAML 6.0.4's wheels) stops at 1,000 levels with its own words.
-        if (deep := _nesting_problem(text, file)) is not None:
+        if (deep := nesting_problem(text, file)) is not None:
             raise deep from None
-        line, col, message = _syntax_problem(exc, text)
+        line, col, message = syntax_problem(exc, text)
         raise PolicyError(file, line, col, f"YAML syntax: {message}", "yaml-syntax") from None
     except (yaml.reader.ReaderError, UnicodeEncodeError):  # a control character or lone surrogate
-        line, col, message = _unprintable(text)
+        line, col, message = unprintable(text)
         raise PolicyError(file, line, col, message, "yaml-syntax") from None
     except yaml.YAMLError as exc:  # one line: a problem prints as one FILE:LINE:COL line
         raise PolicyError(file, 1, 1, " ".join(f"YAML: {exc}".split()), "yaml-syntax") from None
     except RecursionError:
-        raise _nesting_problem(text, file) or _too_deep_somewhere(file) from None
+        raise nesting_problem(text, file) or too_deep_somewhere(file) from None
     if root is None:
         return Document(file, None, {"": (1, 1)})
     builder = _Builder(file)
@@ -221,35 +227,8 @@ def parse_document(text: str, *, file: str) -> Document:
         mark = limit.node.start_mark
         raise PolicyError(file, mark.line + 1, mark.column + 1, limit.message, limit.code) from None
     except RecursionError:
-        raise _nesting_problem(text, file) or _too_deep_somewhere(file) from None
+        raise nesting_problem(text, file) or too_deep_somewhere(file) from None
     return Document(file, data, builder.positions, builder.key_positions, tuple(builder.problems))
-
-
-def _too_deep_somewhere(file: str) -> PolicyError:
-    """The problem for text that nests too deep for the parser at a place we cannot find."""
-    return PolicyError(file, 1, 1, "YAML nesting is too deep", "too-deep")
-
-
-def _nesting_problem(text: str, file: str) -> PolicyError | None:
-    """The problem at the first list or mapping nested past MAX_DEPTH, or None when the text
-    nests no deeper (up to the point where it stops parsing): the event stream is flat, so
-    finding it recurses nowhere."""
-    depth = 0
-    try:
-        # The pure-Python parser: libyaml's scanner reads ahead through a flow collection
-        # (to see whether it is a key) and stops at its own limit before we see level 201.
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    mark = event.start_mark
-                    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-                    return PolicyError(file, line, col, f"nesting deeper than {MAX_DEPTH} levels", "too-deep")
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-    except yaml.YAMLError:
-        pass
-    return None
 
 
 def _check_expansion(root: yaml.Node) -> None:
@@ -288,140 +267,3 @@ def _check_expansion(root: yaml.Node) -> None:
         f"this value expands to {sizes[id(node)]:,} values through aliases, more than the "
         f"{MAX_NODES:,} allowed (alias bomb?)",
     )
-
-
-# What YAML's reader refuses (PyYAML's Reader.NON_PRINTABLE); libyaml reports a byte offset,
-# so the position is found again in the text.
-_UNPRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-
-def _unprintable(text: str) -> tuple[int, int, str]:
-    """(line, col, message) of the first character YAML does not allow in a document."""
-    m = _UNPRINTABLE.search(text)
-    if m is None:  # pragma: no cover - the reader refused something; be total anyway
-        return 1, 1, "YAML: a character that YAML does not allow"
-    line = text.count("\n", 0, m.start()) + 1
-    col = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
-    return line, col, f"the character U+{ord(m.group()):04X} is not allowed in YAML; delete it"
-
-
-def _syntax_problem(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, int, str]:
-    """(line, col, message) for a YAML syntax error, with the hint a policy author needs.
-
-    libyaml and PyYAML word some problems differently and libyaml leaves out the character
-    at fault, so the common cases are read back from the text at the problem mark."""
-    mark = exc.problem_mark or exc.context_mark
-    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-    problem = exc.problem or exc.context or "invalid YAML"
-    lines = text.splitlines()
-    at = lines[line - 1][col - 1 :] if 0 < line <= len(lines) else ""
-    context = exc.context_mark if exc.context and exc.problem else None
-    if "cannot start any token" in problem and at[:1] == "\t":
-        return line, col, "a tab character; YAML indents with spaces, not tabs"
-    if "cannot start any token" in problem and at:
-        return line, col, f'a value cannot start with "{at[0]}"; put the value in quotes'
-    if problem.startswith("found undefined alias") and at.startswith("*"):
-        name = re.match(r"\*[^\s,\[\]{}]*", at)
-        alias = name.group(0) if name else "*"
-        return (
-            line,
-            col,
-            (
-                f"{alias} reads as a YAML alias, and there is no anchor &{alias[1:]}; "
-                "a value that starts with * must be in quotes"
-            ),
-        )
-    if problem.startswith("mapping values are not allowed"):
-        return (
-            line,
-            col,
-            ('a ": " inside a value: put the value in quotes, or start a nested mapping on its own line'),
-        )
-    if context is not None and "quoted scalar" in str(exc.context):  # the fix is at the opening quote
-        return context.line + 1, context.column + 1, "this quoted value has no closing quote"
-    if context is not None and "end of stream" in problem:  # an unclosed bracket
-        return context.line + 1, context.column + 1, f"{problem} ({exc.context} that starts here)"
-    if context is not None:
-        # Our words for the structure that is broken, so the message (and the tests) do not
-        # change with the YAML library's wording; its words remain the last resort.
-        where = f"line {context.line + 1}, column {context.column + 1}"
-        structure = str(exc.context)
-        for kind, opening, closing in (("flow mapping", "{", "}"), ("flow sequence", "[", "]")):
-            if kind in structure:
-                missing = f"a ',' or '{closing}' is missing"
-                return line, col, f"the {opening} opened at {where} is not closed: {missing}"
-        if "block" in structure:
-            return line, col, f"this line is not indented like the block that starts at {where}"
-        if context.line + 1 != line:
-            return line, col, f"{problem} ({structure} that starts at {where})"
-    return line, col, problem
-
-
-class _LazyParse:
-    """The positioned parse of a text, done on first use (only when a problem is reported)."""
-
-    def __init__(self, text: str, file: str) -> None:
-        self.text, self.file = text, file
-        self._doc: Document | None = None
-
-    def doc(self) -> Document:
-        if self._doc is None:
-            try:
-                self._doc = parse_document(self.text, file=self.file)
-            except PolicyError:  # cannot happen for text the fast parser accepted; be total anyway
-                self._doc = Document(self.file, None, {"": (1, 1)})
-        return self._doc
-
-
-class LazyPositions(Mapping[str, tuple[int, int]]):
-    """pointer -> line:col, computed by the positioned parse on first lookup."""
-
-    def __init__(self, parse: _LazyParse, *, keys: bool) -> None:
-        self._parse, self._keys = parse, keys
-
-    def _map(self) -> Mapping[str, tuple[int, int]]:
-        doc = self._parse.doc()
-        return doc.key_positions if self._keys else doc.positions
-
-    def __getitem__(self, pointer: str) -> tuple[int, int]:
-        return self._map()[pointer]
-
-    def __contains__(self, pointer: object) -> bool:
-        return pointer in self._map()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._map())
-
-    def __len__(self) -> int:
-        return len(self._map())
-
-
-# Text the fast parser would read differently from parse_document goes the positioned way:
-# anchors, aliases and merge keys (parse_document bounds alias expansion and applies <<), and
-# unquoted +digits (a phone number to us, an int to YAML 1.2).
-_NEEDS_POSITIONED = re.compile(r"(?:^|[\s\[{,:-])(?:[&*][A-Za-z0-9_-]|\+\d)|<<")
-
-
-def fast_document(text: str, *, file: str) -> Document | None:
-    """The Document of `text` without positions (they come on demand), or None when the
-    fast parser is unavailable or the text needs the positioned parse."""
-    try:
-        import ryaml
-    except ImportError:  # pragma: no cover - ryaml is a dependency; keep working without it
-        return None
-    if _NEEDS_POSITIONED.search(text):
-        return None
-    try:
-        data = ryaml.loads(text)  # type: ignore[attr-defined]
-    except Exception:  # syntax errors, duplicate keys: the positioned parse says where
-        return None
-    if not isinstance(data, dict):
-        return None
-    parse = _LazyParse(text, file)
-    return Document(file, data, LazyPositions(parse, keys=False), LazyPositions(parse, keys=True))
-
-
-def document_from_data(file: str, data: Any, text: str) -> Document:
-    """A Document for data parsed elsewhere (the reload child), positions on demand from `text`."""
-    parse = _LazyParse(text, file)
-    return Document(file, data, LazyPositions(parse, keys=False), LazyPositions(parse, keys=True))

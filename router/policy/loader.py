@@ -15,7 +15,8 @@ from router.errors import PolicyError, PolicyInvalid
 from router.policy.checks import check
 from router.policy.compiler import compile_policy, version_of
 from router.policy.crmfile import CrmFileError, read_crm_file
-from router.policy.document import Document, fast_document, parse_document
+from router.policy.document import Document, parse_document
+from router.policy.fastdoc import fast_document
 from router.policy.schema import is_valid, validate
 from router.runtime import phone
 from router.runtime.model import Policy

@@ -22,7 +22,7 @@ import orjson
 
 from router.errors import PolicyError
 from router.policy.compiler import compile_policy, version_of
-from router.policy.document import document_from_data
+from router.policy.fastdoc import document_from_data
 from router.policy.loader import Loaded, lint_path, lint_texts, read_texts
 from router.runtime.model import Policy
 from router.server.live import Live, build_live, close_later, crm_stamp
