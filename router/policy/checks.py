@@ -30,6 +30,7 @@ from router.policy.toolroutes import (
     tool_conditions,
 )
 from router.policy.vapi_payloads import check_payload
+from router.policy.zones import zones_current
 from router.runtime import phone
 from router.runtime.model import OVERRIDES
 
@@ -824,6 +825,10 @@ def unreachable_routes(ctx: Context) -> Iterator[PolicyError]:
             earlier.setdefault(frozenset(items), str(raw.get("id")))
 
 
+def zones_name_places(ctx: Context) -> Iterator[PolicyError]:
+    yield from zones_current(ctx.docs)
+
+
 def unused_names(ctx: Context) -> Iterator[PolicyError]:
     used_targets = {raw for _, raw, _ in ctx.all_targets() if isinstance(raw, str)}
     used_schedules: set[str] = set()
@@ -859,6 +864,7 @@ CHECKS: tuple[Check, ...] = (
     tool_conditions_placed,
     templates_resolve,
     schedules_valid,
+    zones_name_places,
     crm_conditions_need_crm,
     crm_condition_fields_known,
     unreachable_routes,
