@@ -51,13 +51,13 @@ class Capture:
         """Queue one message with the CRM facts the call saw (`replay` decides on them, not on
         a fresh lookup); one that cannot be recorded (nested too deep to encode) is skipped:
         the capture must never cost the call its answer."""
-        line: dict[str, Any] = {
-            "captured_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "message": captured(message),
-        }
-        if crm is not None:
-            line["crm"] = {"status": crm.status, "tags": sorted(crm.tags), "fields": dict(crm.fields)}
-        try:
+        try:  # stripping walks the message: one nested too deep raises RecursionError here
+            line: dict[str, Any] = {
+                "captured_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "message": captured(message),
+            }
+            if crm is not None:
+                line["crm"] = {"status": crm.status, "tags": sorted(crm.tags), "fields": dict(crm.fields)}
             self._log.write(line)
         except (TypeError, ValueError, RecursionError) as exc:
             log.warning("capture skipped a message that cannot be recorded: %s", type(exc).__name__)
