@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from router.errors import PolicyError
-from router.policy.loader import Loaded, lint_path, policy_files
+from router.policy.loader import Loaded, lint_path
 from router.policy.schema import policy_schema
 from router.runtime import phone
 from router.runtime.decide import explain_answer
@@ -21,21 +21,8 @@ from router.runtime.model import Facts, Policy
 from router.runtime.phone import is_country
 from router.runtime.schedules import effective_hours, format_hours
 from router.tools import report
-from router.tools.cases import CaseResult, case_files, policy_path_for, run_file, uncovered
+from router.tools.cases import policy_sets
 from router.tools.offline import file_crm, with_offline_crm
-
-
-def policy_sets(path: Path) -> list[Path]:
-    """A file, a directory of policy files, or a tree of such directories (e.g. examples/)."""
-    if not path.is_dir():
-        return [path]
-    if any(p for p in policy_files(path) if p.exists()):
-        return [path]
-    found: list[Path] = []
-    for child in sorted(path.iterdir()):
-        if child.is_dir() and not child.name.startswith("."):
-            found.extend(s for s in policy_sets(child) if s.is_dir() and policy_files(s))
-    return found or [path]
 
 
 def _load_or_print(path: Path) -> Loaded:
@@ -59,43 +46,6 @@ def cmd_lint(args: argparse.Namespace) -> int:
         print(report.problems_text(problems))
     errors = [p for p in problems if p.severity == "error" or args.strict]
     return 1 if errors else 0
-
-
-def cmd_test(args: argparse.Namespace) -> int:
-    results: list[CaseResult] = []
-    missing: list[str] = []
-    failed_to_load = False
-    for path in args.paths:
-        for policy_set in policy_sets(Path(path)):
-            files = case_files(policy_set)
-            loaded = _load_or_print(
-                policy_path_for(files[0]) if files and not policy_set.is_dir() else policy_set
-            )
-            if loaded.policy is None:
-                failed_to_load = True
-                continue
-            if not files:
-                continue  # linted all the same: a set without cases still fails on errors
-            policy_results: list[CaseResult] = []
-            for f in files:
-                rs, problems = run_file(loaded.policy, f)
-                if problems:
-                    print(report.problems_text(problems), file=sys.stderr)
-                    failed_to_load = True
-                policy_results.extend(rs)
-            results.extend(policy_results)
-            missing.extend(uncovered(loaded.policy, policy_results))
-    if not results and not failed_to_load:
-        print(f"vapi-router test: no test cases found in {', '.join(args.paths)}", file=sys.stderr)
-        return 1
-    cov = missing if args.coverage else None
-    if args.format == "json":
-        print(report.cases_json(results, cov))
-    elif args.format == "junit":
-        print(report.cases_junit(results))
-    else:
-        print(report.cases_text(results, cov))
-    return 1 if failed_to_load or any(not r.ok for r in results) else 0
 
 
 def _usage(message: str) -> NoReturn:
@@ -338,11 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.set_defaults(func=cmd_lint)
 
-    p = sub.add_parser("test", help="run the *.test.yaml cases")
-    p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--format", choices=("text", "json", "junit"), default="text")
-    p.add_argument("--coverage", action="store_true", help="list routes no case reaches")
-    p.set_defaults(func=cmd_test)
+    from router.tools.testcli import add_parser as add_test
+
+    add_test(sub)
 
     p = sub.add_parser("explain", help="the decision for one call, and why")
     p.add_argument("path", metavar="PATH")

@@ -266,7 +266,8 @@ def _lines(text: str) -> list[str]:
             "routes:\n  - {id: all, when: {}, then: {error: x}}\n"
             "  - {id: uk, when: {caller: '+44*'}, then: {error: y}}\n" + DEFAULT,
             [
-                'p.yaml:4:10: warning: route "uk" can never match: route "all" before it matches every call '
+                'p.yaml:3:10: warning: route "all" matches every call, so the 1 route after it can never '
+                'match: "uk" (p.yaml:4:6); give it a `when`, or move it last (or make it the `default`) '
                 "[unreachable]"
             ],
             id="unreachable_routes-catch-all",
@@ -276,8 +277,8 @@ def _lines(text: str) -> list[str]:
             "  - {id: uk-main, when: {caller: '+44*', dialled: '+16505550117'}, then: {error: y}}\n"
             "  - {id: fr, when: {caller: '+33*'}, then: {error: z}}\n" + DEFAULT,
             [
-                'p.yaml:4:10: warning: route "uk-main" can never match: route "uk" before it has the same '
-                "conditions or fewer [unreachable]"
+                'p.yaml:4:10: warning: route "uk-main" can never match: route "uk" (p.yaml:3:6) before it '
+                'takes every such call (the same caller "+44*") [unreachable]'
             ],
             id="unreachable_routes-shadowed",
         ),
@@ -365,8 +366,8 @@ def test_a_catch_all_in_an_earlier_file_shadows_later_files(tmp_path: Path) -> N
         },
     )
     assert _problems(tmp_path) == [
-        'b.yaml:3:10: warning: route "uk" can never match: route "all" before it matches every call '
-        "[unreachable]"
+        'a.yaml:3:10: warning: route "all" matches every call, so the 1 route after it can never match: '
+        '"uk" (b.yaml:3:6); give it a `when`, or move it last (or make it the `default`) [unreachable]'
     ]
 
 

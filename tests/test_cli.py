@@ -147,6 +147,14 @@ GOLDEN = [
     pytest.param("test-coverage", ["test", OFFICE, "--coverage"], 0, id="test-coverage"),
     pytest.param("test-json", ["test", FAILING, "--format", "json", "--coverage"], 1, id="test-json"),
     pytest.param("test-junit", ["test", OFFICE, FAILING, "--format", "junit"], 1, id="test-junit"),
+    pytest.param("test-verbose", ["test", OFFICE, "-v"], 0, id="test-verbose-lists-every-case"),
+    pytest.param("test-k", ["test", OFFICE, FAILING, "-k", "FRENCH"], 1, id="test-k-selects-by-name"),
+    pytest.param(
+        "test-coverage-arms",
+        ["test", "tests/cases/cli/coverage", "--coverage", "-v"],
+        0,
+        id="test-coverage-splits-transfers-handoffs-default",
+    ),
     pytest.param(
         "hours-holidays",
         ["hours", OFFICE, "office", "--from", "2026-12-21", "--days", "14"],
@@ -442,9 +450,10 @@ def test_test_junit_is_valid_xml(capsys: pytest.CaptureFixture[str]) -> None:
 def test_test_coverage_lists_routes_no_case_reaches(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["test", OFFICE, "--coverage"], capsys)
     assert code == 0
-    assert out.splitlines()[-1] == "routes no case reaches (1): second-line"
+    assert out.splitlines()[-1] == "coverage: 8 of 9 (88.9%); not reached (1): route second-line"
     data = json.loads(run(["test", OFFICE, "--coverage", "--format", "json"], capsys)[1])
-    assert data["uncovered"] == ["second-line"]
+    assert data["uncovered"] == ["route second-line"]
+    assert data["coverage"] == {"reached": 8, "total": 9, "percent": 88.9}
     assert (data["passed"], data["failed"]) == (9, 0)
 
 
@@ -518,3 +527,26 @@ def test_schema_prints_the_draft_2020_12_policy_schema(capsys: pytest.CaptureFix
         data = parse_document(path.read_text(encoding="utf-8"), file=str(path)).data
         assert list(validator.iter_errors(data)) == []
     assert list(validator.iter_errors({"version": 1, "rotues": []}))
+
+
+@pytest.mark.parametrize(
+    ("pct", "code", "err"),
+    [
+        pytest.param("88", 0, "", id="at-or-above"),
+        pytest.param(
+            "90", 1, "vapi-router test: coverage 88.9% is under --fail-under 90%\n", id="under-fails"
+        ),
+        pytest.param("101", 2, "vapi-router test: --fail-under wants 0 to 100, got 101\n", id="out-of-range"),
+    ],
+)
+def test_test_fail_under(pct: str, code: int, err: str, capsys: pytest.CaptureFixture[str]) -> None:
+    got, out, stderr = run(["test", OFFICE, "--fail-under", pct], capsys)
+    assert (got, stderr) == (code, err)
+    if code != 2:
+        assert out.splitlines()[-1].startswith("coverage: 8 of 9 (88.9%)")
+
+
+def test_test_k_that_selects_nothing_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    got, out, err = run(["test", OFFICE, "-k", "no such case"], capsys)
+    assert (got, out) == (1, "")
+    assert err == f"vapi-router test: no test case in {OFFICE} matches -k 'no such case'\n"

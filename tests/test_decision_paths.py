@@ -202,4 +202,4 @@ def test_every_path_agrees(
         captured = tmp_path / "calls.jsonl"
         captured.write_text(json.dumps({"message": message}) + "\n")
         [replayed] = replay(policy, captured).results
-        assert (replayed.route, replayed.target) == (w_route or "default", w_target or "(inline)")
+        assert (replayed.route, replayed.target) == (w_route or "default", w_target or "inline")

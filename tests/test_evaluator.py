@@ -30,10 +30,10 @@ SCHEDULES = {
 LISTS = {"blocked": '["+15550000001", "+1900*"]', "partners": '["+442079460123", "+33*"]'}
 
 
-def load(text: str) -> Policy:
-    """A policy from YAML text that must lint without a single problem."""
+def load(text: str, *, allow: tuple[str, ...] = ()) -> Policy:
+    """A policy from YAML text that must lint without a single problem (but those `allow`ed)."""
     loaded = lint_texts([("t.yaml", text)])
-    assert [str(p) for p in loaded.problems] == []
+    assert [str(p) for p in loaded.problems if p.code not in allow] == []
     assert loaded.policy is not None
     return loaded.policy
 
@@ -482,7 +482,9 @@ def generated_policy(seed: int, size: int) -> Policy:
             extra = f"{{outside: {name}}}" if name in SCHEDULES else f"{{caller: {{in: {name}}}}}"
             routes.insert(0, f"{{id: uses-{name}, when: {extra}, then: {{assistantId: u}}}}")
             text = policy_text(routes)
-    return load(text)
+    # Random conditions may cover later ones semantically (a prefix over a number): dead
+    # routes are still routes for comparing the index with a linear walk.
+    return load(text, allow=("unreachable",))
 
 
 GENERATED = [generated_policy(seed, size) for seed, size in ((1, 12), (2, 25), (3, 40), (4, 60), (5, 80))]

@@ -79,12 +79,14 @@ def test_replay_against_counts_transitions_with_examples(
     text = capsys.readouterr().out
     assert text.splitlines()[:2] == [
         "1 of 5 decisions would change",
-        "  intake-ab -> vip: 1 (e.g. c-plumbing)",
+        "  route changed: intake-ab -> vip: 1 (e.g. c-plumbing)",
     ]
     assert main([*argv, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["changed"] == 1
-    assert out["changes"] == [{"from": "intake-ab", "to": "vip", "count": 1, "examples": ["c-plumbing"]}]
+    assert out["changes"] == [
+        {"kind": "route", "from": "intake-ab", "to": "vip", "count": 1, "examples": ["c-plumbing"]}
+    ]
 
 
 def test_replay_of_an_invalid_candidate_exits_1(requests_file: Path, tmp_path: Path) -> None:
@@ -144,6 +146,56 @@ def test_a_capture_from_the_running_server_replays_to_the_same_decisions(
     assert srv.capture_path is not None
     text = srv.capture_path.read_text()
     assert "TOKEN-SENTINEL" not in text and srv.auth(b"")["x-vapi-secret"] not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    vip = next(line for line in lines if line["message"]["call"]["id"] == "c-vip")
+    assert vip["crm"] == {
+        "status": "ok",
+        "tags": ["plumbing", "vip"],
+        "fields": {"name": "Dana", "tier": "gold"},
+    }
+    # The CRM has changed since: replay decides on what the live calls saw, not on a new lookup.
+    (policy_dir / "crm.csv").write_text("number,tags,name,tier\n")
     assert main(["replay", str(policy_dir), "--requests", str(srv.capture_path), "--json"]) == 0
-    replayed = {d["call_id"]: d["route"] for d in json.loads(capsys.readouterr().out)["decisions"]}
-    assert replayed == {r["call_id"]: r["route"] for r in live}
+    decisions = json.loads(capsys.readouterr().out)["decisions"]
+    assert {d["call_id"]: d["route"] for d in decisions} == {r["call_id"]: r["route"] for r in live}
+    assert {d["call_id"]: d["route"] for d in decisions}["c-vip"] == "vip"
+
+
+def test_a_reply_change_under_the_same_route_is_reported_apart(
+    requests_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "reworded"
+    shutil.copytree(ROOT / "policies", other)
+    main_yaml = other / "main.yaml"
+    main_yaml.write_text(
+        main_yaml.read_text().replace("Sorry, we can't take your call.", "This line is closed.")
+    )
+    argv = ["replay", str(ROOT / "policies"), "--requests", str(requests_file), "--against", str(other)]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == [
+        "1 of 5 decisions would change",
+        "  reply changed: route block-spam, same target: 1 (e.g. c-spam)",
+    ]
+    assert main([*argv, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["changed_by_kind"] == {"route": 0, "target": 0, "reply": 1}
+    spam = next(d for d in data["decisions"] if d["call_id"] == "c-spam")
+    assert (spam["change"], spam["reply"], spam["against_reply"]) == (
+        "reply",
+        {"error": "Sorry, we can't take your call."},
+        {"error": "This line is closed."},
+    )
+
+
+def test_a_call_captured_twice_is_one_example(
+    tmp_path: Path, candidate: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "twice.jsonl"
+    plumbing = json.dumps({"message": _message("+14155550143", "2026-11-23T15:30:00Z", "c-0002")})
+    other = json.dumps({"message": _message("+14155550143", "2026-11-23T15:30:00Z", "c-0001")})
+    path.write_text("\n".join([plumbing, other, plumbing]) + "\n")
+    assert main(["replay", str(ROOT / "policies"), "--requests", str(path), "--against", str(candidate)]) == 0
+    assert (
+        capsys.readouterr().out.splitlines()[1]
+        == "  route changed: intake-ab -> vip: 3 (e.g. c-0002, c-0001)"
+    )

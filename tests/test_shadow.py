@@ -54,6 +54,7 @@ def test_shadow_differences_are_counted_and_logged_while_callers_get_the_live_re
         assert [(r["call_id"], r["live_route"], r["shadow_route"]) for r in diffs] == [
             ("call-us", "default", "us-new")
         ]
+        assert diffs[0]["differs"] == ["route", "reply"]
         end = time.monotonic() + 5
         while True:
             samples = srv.metrics(client)
@@ -94,3 +95,21 @@ def test_a_shadow_that_cannot_answer_quickly_does_not_delay_the_live_reply(tmp_p
             assert elapsed < 1.0, f"the live reply waited {elapsed:.2f} s for the shadow"
     finally:
         hang.close()
+
+
+def test_a_shadow_that_changes_only_the_reply_says_so(tmp_path: Path) -> None:
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(CANDIDATE.replace("{assistantId: live-uk}", "{assistantId: candidate-uk}"))
+    srv = InProcess(tmp_path / "live", LIVE)
+    srv.server.shadow = PolicyStore(candidate)
+    with srv, srv.client() as client:
+        uk = srv.post_webhook(client, _call("+442079460958", "call-uk"))
+        assert (uk.status_code, uk.json()) == (200, {"assistantId": "live-uk"})
+        records = srv.wait_log(lambda r: r.get("shadow_diff"))
+    diff = next(r for r in records if r.get("shadow_diff"))
+    assert {k: diff[k] for k in ("call_id", "live_route", "shadow_route", "differs")} == {
+        "call_id": "call-uk",
+        "live_route": "uk",
+        "shadow_route": "uk",
+        "differs": ["reply"],
+    }

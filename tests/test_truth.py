@@ -3,6 +3,7 @@ exit 4 for a taken port."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -98,3 +99,66 @@ def test_serve_on_a_taken_port_exits_4() -> None:
         == f"vapi-router serve: cannot listen on 127.0.0.1:{port}: the port is already in use"
     )
     assert "serving" not in done.stderr
+
+
+UNSET_POLICY = """\
+version: 1
+crm:
+  http:
+    url: "https://crm.example.com/contacts?phone=${caller}"
+    headers: {Authorization: "Bearer ${env.VAPI_ROUTER_TEST_UNSET}"}
+default: {error: "Sorry."}
+"""
+
+
+def test_serve_with_an_unset_env_reference_exits_3(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(UNSET_POLICY, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "VAPI_ROUTER_TEST_UNSET"}
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "router",
+            "serve",
+            str(policy),
+            "--port",
+            str(port),
+            "--insecure",
+            "--no-watch",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 3
+    assert done.stderr.splitlines() == [
+        f"{policy}:5:30: warning: ${{env.VAPI_ROUTER_TEST_UNSET}} is not set in this environment: "
+        "export VAPI_ROUTER_TEST_UNSET before `serve` (which refuses to start without it) [env-unset]",
+        "0 errors, 1 warning",
+        f"vapi-router serve: the policy at {policy} uses unset environment variables; not starting",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "code"),
+    [pytest.param([], 0, id="a-warning"), pytest.param(["--strict"], 1, id="strict-an-error")],
+)
+def test_lint_env_unset(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    code: int,
+) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(UNSET_POLICY, encoding="utf-8")
+    monkeypatch.delenv("VAPI_ROUTER_TEST_UNSET", raising=False)
+    assert cli.main(["lint", str(policy), *flags]) == code
+    assert "[env-unset]" in capsys.readouterr().out
+    monkeypatch.setenv("VAPI_ROUTER_TEST_UNSET", "s3cret")
+    assert cli.main(["lint", str(policy), *flags]) == 0

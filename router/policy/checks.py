@@ -18,6 +18,7 @@ from typing import Any
 from router.errors import PolicyError, did_you_mean
 from router.policy.compiler import PRIMARY, TEMPLATE, as_list
 from router.policy.document import Document, pointer_of
+from router.policy.reach import unreachable
 from router.policy.replycheck import constrained_spots
 from router.policy.retired import retired_keys
 from router.policy.schedule_checks import check_schedule
@@ -31,6 +32,7 @@ from router.policy.toolroutes import (
     tool_conditions,
 )
 from router.policy.vapi_payloads import check_payload
+from router.policy.zones import zones_current
 from router.runtime import phone
 from router.runtime.model import OVERRIDES
 from router.runtime.statefacts import HISTORY_REFS
@@ -795,35 +797,63 @@ def crm_conditions_need_crm(ctx: Context) -> Iterator[PolicyError]:
 
 
 def unreachable_routes(ctx: Context) -> Iterator[PolicyError]:
-    """An earlier route whose conditions are a subset of a later one's always wins first.
-
-    Each `when` becomes a set of canonical (key, value) items; a later route checks every
-    subset of its own items (routes have a handful of keys) against the earlier routes'
-    sets, so this stays linear in the number of routes."""
+    """A route an earlier route covers (policy.reach) can never match: a warning at the dead
+    route naming the earlier one's position. A route that matches every call is one problem
+    at that route, listing the routes after it, not one warning per dead route."""
     for section in CONTEXTS:
-        earlier: dict[frozenset[str], str] = {}
-        for w, raw, sec in ctx.routes:
-            if sec != section:
-                continue
-            when = raw.get("when") or {}
-            if not isinstance(when, dict):
-                continue
-            items = [json.dumps([k, v], sort_keys=True) for k, v in when.items()]
-            if len(items) <= 8:
-                for size in range(len(items) + 1):
-                    hit = next(
-                        (earlier[frozenset(c)] for c in combinations(items, size) if frozenset(c) in earlier),
-                        None,
-                    )
-                    if hit is not None:
-                        why = "matches every call" if size == 0 else "has the same conditions or fewer"
-                        yield w.at("id").error(
-                            f'route "{raw.get("id")}" can never match: route "{hit}" before it {why}',
-                            "unreachable",
-                            severity="warning",
-                        )
-                        break
-            earlier.setdefault(frozenset(items), str(raw.get("id")))
+        routes = [
+            (w, raw, raw.get("when") or {})
+            for w, raw, sec in ctx.routes
+            if sec == section and isinstance(raw.get("when") or {}, dict)
+        ]
+        for i, (w, raw, when) in enumerate(routes):
+            if not when and i + 1 < len(routes):
+                after = routes[i + 1 :]
+                names = ", ".join(f'"{r.get("id")}" ({_pos(rw.at("id"))})' for rw, r, _ in after[:5])
+                more = f" and {len(after) - 5} more" if len(after) > 5 else ""
+                yield w.at("id").error(
+                    f'route "{raw.get("id")}" matches every call, so the {len(after)} '
+                    f"{CONTEXTS[section]}{'s' * (len(after) != 1)} after it can never match: {names}{more}; "
+                    "give it a `when`, or move it last (or make it the `default`)",
+                    "unreachable",
+                    severity="warning",
+                )
+                routes = routes[: i + 1]
+                break
+        if len(routes) > REACH_LIMIT:  # pairwise analysis is quadratic: exact repeats only
+            yield from _repeated_conditions(routes)
+            continue
+        pairs = [(str(raw.get("id")), when) for _, raw, when in routes]
+        for j, i, why in unreachable(pairs, ctx.region):
+            (w, raw, _), (ew, eraw, _) = routes[j], routes[i]
+            yield w.at("id").error(
+                f'route "{raw.get("id")}" can never match: route "{eraw.get("id")}" '
+                f"({_pos(ew.at('id'))}) before it takes every such call ({why})",
+                "unreachable",
+                severity="warning",
+            )
+
+
+REACH_LIMIT = 500  # routes per section analysed pairwise
+
+
+def _repeated_conditions(routes: list[tuple[Where, Any, dict[str, Any]]]) -> Iterator[PolicyError]:
+    earlier: dict[str, tuple[Where, Any]] = {}
+    for w, raw, when in routes:
+        key = json.dumps(when, sort_keys=True)
+        if key in earlier:
+            ew, eraw = earlier[key]
+            yield w.at("id").error(
+                f'route "{raw.get("id")}" can never match: route "{eraw.get("id")}" '
+                f"({_pos(ew.at('id'))}) before it has the same conditions",
+                "unreachable",
+                severity="warning",
+            )
+        earlier.setdefault(key, (w, raw))
+
+
+def zones_name_places(ctx: Context) -> Iterator[PolicyError]:
+    yield from zones_current(ctx.docs)
 
 
 def unused_names(ctx: Context) -> Iterator[PolicyError]:
@@ -861,6 +891,7 @@ CHECKS: tuple[Check, ...] = (
     tool_conditions_placed,
     templates_resolve,
     schedules_valid,
+    zones_name_places,
     crm_conditions_need_crm,
     crm_condition_fields_known,
     unreachable_routes,

@@ -6,7 +6,8 @@ symlinks followed; dot-entries such as a ConfigMap's ..data skipped), in file-na
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from router.policy.checks import check
 from router.policy.compiler import compile_policy, version_of
 from router.policy.crmfile import CrmFileError, read_crm_file
 from router.policy.document import Document, parse_document
+from router.policy.envrefs import env_unset
 from router.policy.fastdoc import fast_document
 from router.policy.schema import is_valid, validate
 from router.runtime import phone
@@ -179,9 +181,16 @@ def read_document(name: str, text: str, *, fast: bool = True) -> tuple[Document 
     return doc, [*doc.problems, *validate(doc)]
 
 
-def lint_texts(texts: Sequence[tuple[str, str]], *, fast: bool = True, compile: bool = True) -> Loaded:
+def lint_texts(
+    texts: Sequence[tuple[str, str]],
+    *,
+    fast: bool = True,
+    compile: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> Loaded:
     """Every problem of a policy set given as texts; compiles it when there are no errors
-    (unless `compile` is False: the reload child only checks)."""
+    (unless `compile` is False: the reload child only checks). `environ` (default: this
+    process's) is what `${env.NAME}` is checked against."""
     problems: list[PolicyError] = []
     docs: list[Document] = []
     for file, text in texts:
@@ -228,6 +237,7 @@ def lint_texts(texts: Sequence[tuple[str, str]], *, fast: bool = True, compile: 
     if found_db is not None:
         crm_fields, crm_path = _crm_database_fields(found_db, problems)
     problems.extend(check(docs, crm_fields=crm_fields))
+    problems.extend(env_unset(docs, os.environ if environ is None else environ))
     if any(p.severity == "error" for p in problems) or not compile:
         return Loaded(tuple(docs), tuple(sorted(problems)), None, version, crm_path)
     policy = compile_policy(docs, version=version, crm_file=crm_path)

@@ -35,10 +35,25 @@ def choose(target: Target, facts: Facts) -> Target:
     """Follow splits down to the target that answers; the same caller always lands alike."""
     key = sticky_key(facts)
     while target.kind == "split":
-        digest = hashlib.blake2b(f"{target.salt}|{key}".encode(), digest_size=8).digest()
-        bucket = int.from_bytes(digest, "big") % target.total_weight
-        target = next(v.target for v in target.variants if bucket < v.upto)
+        target = target.variants[_arm(target, key)].target
     return target
+
+
+def _arm(split: Target, key: str) -> int:
+    digest = hashlib.blake2b(f"{split.salt}|{key}".encode(), digest_size=8).digest()
+    bucket = int.from_bytes(digest, "big") % split.total_weight
+    return next(i for i, v in enumerate(split.variants) if bucket < v.upto)
+
+
+def arms_taken(target: Target, facts: Facts) -> tuple[tuple[Target, int], ...]:
+    """(split, index of the arm taken) for each split `choose` passes through (for coverage)."""
+    key = sticky_key(facts)
+    out = []
+    while target.kind == "split":
+        i = _arm(target, key)
+        out.append((target, i))
+        target = target.variants[i].target
+    return tuple(out)
 
 
 def _value(ref: tuple[str, str], facts: Facts, route: str, lenient: bool) -> str:

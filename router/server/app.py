@@ -301,7 +301,7 @@ class Server:
         """Capture, shadow, metrics and the decision log for a finished outcome; its reply."""
         transfer = kind == "transfer-destination-request"
         if self.capture is not None and not transfer:
-            self.capture.write(message)
+            self.capture.write(message, outcome.crm_record)
         if self.shadow is not None and self.shadow.live is not None:
             # After the reply, never before it: a shadow CRM lookup must not delay the caller.
             task = asyncio.create_task(self._shadow(message, outcome, time.perf_counter(), transfer))
@@ -336,16 +336,28 @@ class Server:
             other = await decide(self.shadow.live, message, started=started, transfer=transfer)
         except Exception:  # the shadow must never affect the live answer
             return
-        if other.route != live_outcome.route or other.body != live_outcome.body:
+        differs = [
+            name
+            for name, a, b in (
+                ("route", live_outcome.route, other.route),
+                ("target", live_outcome.target, other.target),
+                ("reply", live_outcome.body, other.body),
+            )
+            if a != b
+        ]
+        if differs:
             live_route, shadow_route = live_outcome.route or "default", other.route or "default"
             self.metrics.shadow_diffs.labels(live_route, shadow_route).inc()
-            log.info("shadow differs: live %s, shadow %s", live_route, shadow_route)
+            log.info("shadow differs (%s): live %s, shadow %s", ", ".join(differs), live_route, shadow_route)
             diff = {
                 "time": timestamp(),
                 "shadow_diff": True,
                 "call_id": _call_id(message),
                 "live_route": live_route,
                 "shadow_route": shadow_route,
+                "differs": differs,  # what the caller would notice: route, target and/or reply
+                "live_target": live_outcome.target,
+                "shadow_target": other.target,
                 "shadow_version": self.shadow.live.policy.version,
             }
             self.decision_log.write(diff)

@@ -1,4 +1,5 @@
-"""serve --capture: record incoming assistant-requests as JSONL for `replay`, secrets stripped. [I/O]"""
+"""serve --capture: record incoming assistant-requests as JSONL for `replay`, secrets stripped,
+with the CRM facts (status, tags, fields) each call was decided on. [I/O]"""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from router.runtime.records import CrmRecord
 from router.server.decisionlog import DecisionLog
 
 log = logging.getLogger("router.server.capture")
@@ -45,16 +47,18 @@ class Capture:
         self._log = DecisionLog(path)
         self._log.start()
 
-    def write(self, message: Mapping[str, Any]) -> None:
-        """Queue one message; one that cannot be recorded (nested too deep to encode) is skipped:
+    def write(self, message: Mapping[str, Any], crm: CrmRecord | None = None) -> None:
+        """Queue one message with the CRM facts the call saw (`replay` decides on them, not on
+        a fresh lookup); one that cannot be recorded (nested too deep to encode) is skipped:
         the capture must never cost the call its answer."""
-        try:
-            self._log.write(
-                {
-                    "captured_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                    "message": captured(message),
-                }
-            )
+        try:  # stripping walks the message: one nested too deep raises RecursionError here
+            line: dict[str, Any] = {
+                "captured_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "message": captured(message),
+            }
+            if crm is not None:
+                line["crm"] = {"status": crm.status, "tags": sorted(crm.tags), "fields": dict(crm.fields)}
+            self._log.write(line)
         except (TypeError, ValueError, RecursionError) as exc:
             log.warning("capture skipped a message that cannot be recorded: %s", type(exc).__name__)
 

@@ -152,6 +152,14 @@ def run(options: ServeOptions) -> int:
             print(problems_text(loaded.problems), file=sys.stderr)
             print(f"vapi-router serve: the policy at {path} is invalid; not starting", file=sys.stderr)
             return 3
+        unset = [p for p in loaded.problems if p.code == "env-unset"]
+        if unset:  # a warning for lint; a server would answer 503 (or send an empty secret)
+            print(problems_text(unset), file=sys.stderr)
+            print(
+                f"vapi-router serve: the policy at {path} uses unset environment variables; not starting",
+                file=sys.stderr,
+            )
+            return 3
         _checked[path] = loaded
         refusal = workers_refusal(loaded.policy, options.workers)
         if refusal:

@@ -15,11 +15,15 @@ from typing import Any
 
 from router.crm.clients import FileCrm
 from router.errors import PolicyError, did_you_mean
+from router.policy.compiler import build_index
 from router.policy.document import Document, parse_document
-from router.runtime.decide import decide
+from router.policy.loader import policy_files
+from router.runtime.decide import decide, evaluate_for
 from router.runtime.facts import facts_from_call, facts_from_message, lacks_offset, parse_time
 from router.runtime.model import CRM_STATUSES, Policy
+from router.tools.casediff import diff_values
 from router.tools.casestate import STATE_KEYS, case_state, case_state_problems
+from router.tools.coverage import reached_items
 from router.tools.offline import file_crm, with_offline_crm
 
 
@@ -31,6 +35,7 @@ class CaseResult:
     failures: tuple[str, ...]
     route: str | None
     seconds: float = 0.0
+    reached: tuple[str, ...] = ()  # coverage items (router.tools.coverage)
 
     @property
     def ok(self) -> bool:
@@ -49,6 +54,19 @@ def case_files(path: Path) -> list[Path]:
     return [sibling] if sibling.exists() else []
 
 
+def policy_sets(path: Path) -> list[Path]:
+    """A file, a directory of policy files, or a tree of such directories (e.g. examples/)."""
+    if not path.is_dir():
+        return [path]
+    if any(p for p in policy_files(path) if p.exists()):
+        return [path]
+    found: list[Path] = []
+    for child in sorted(path.iterdir()):
+        if child.is_dir() and not child.name.startswith("."):
+            found.extend(s for s in policy_sets(child) if s.is_dir() and policy_files(s))
+    return found or [path]
+
+
 def policy_path_for(test_file: Path) -> Path:
     """The policy a case file tests: NAME.yaml beside it, else its directory."""
     sibling = test_file.with_name(test_file.name.removesuffix(".test.yaml") + ".yaml")
@@ -61,10 +79,17 @@ def _message_of(data: Any) -> Mapping[str, Any]:
     return data if isinstance(data, Mapping) else {}
 
 
+def handoff_view(policy: Policy) -> Policy:
+    """The policy seen through its `handoffs:` routes, as the server answers a
+    handoff-destination-request (server.handoff.HandoffView)."""
+    index = policy.handoff_index or build_index(policy.handoffs)
+    return replace(policy, transfers=policy.handoffs, transfer_index=index)
+
+
 def run_case(
     policy: Policy, case: Mapping[str, Any], base: Path, crm: FileCrm | None, now: datetime
-) -> tuple[list[str], str | None]:
-    """Failures of one case (empty: passed) and the route it reached."""
+) -> tuple[list[str], str | None, tuple[str, ...]]:
+    """Failures of one case (empty: passed), the route it reached and its coverage items."""
     region = policy.settings.region
     crm_given = any(k in case.get("call", {}) for k in ("tags", "crm", "crm_status"))
     transfer = False
@@ -72,9 +97,10 @@ def run_case(
         try:
             data = json.loads((base / str(case["request"])).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            return [f"cannot read request {case['request']}: {exc}"], None
+            return [f"cannot read request {case['request']}: {exc}"], None, ()
         message = _message_of(data)
-        transfer = message.get("type") == "transfer-destination-request"
+        transfer = message.get("type") in ("transfer-destination-request", "handoff-destination-request")
+        handoff = message.get("type") == "handoff-destination-request"
         facts = facts_from_message(message, region=region, now=now)
         extra = facts_from_call(
             case.get("call", {}), region=region, now=now, crm_enabled=policy.crm is not None
@@ -84,13 +110,18 @@ def run_case(
         facts = facts_from_call(
             case.get("call", {}), region=region, now=now, crm_enabled=policy.crm is not None
         )
-        transfer = bool(case.get("transfer", False))
+        handoff = bool(case.get("handoff", False))
+        transfer = bool(case.get("transfer", False)) or handoff
     if not crm_given:
         facts = with_offline_crm(policy, facts, crm)
     state = case_state(policy, case.get("call") or {}, facts.at)
     if state is not None:
         facts = replace(facts, state=state)
+    if handoff:
+        policy = handoff_view(policy)
     answer = decide(policy, facts, transfer=transfer)
+    kind = "handoff" if handoff else "transfer" if transfer else "route"
+    reached = reached_items(kind, evaluate_for(policy, facts, transfer=transfer), facts)
     route, target, reply = answer.route, answer.target or "", answer.reply
     expect = case.get("expect", {})
     failures = []
@@ -103,9 +134,8 @@ def run_case(
     if "target" in expect and expect["target"] != target:
         failures.append(f"target: expected {expect['target']}, got {target or '(inline)'}")
     if "reply" in expect and expect["reply"] != reply:
-        want, got = (json.dumps(r, ensure_ascii=False) for r in (expect["reply"], reply))
-        failures.append(f"reply: expected {want}, got {got}")
-    return failures, route
+        failures.extend(diff_values(expect["reply"], reply, "reply"))
+    return failures, route, reached
 
 
 def _case_problems(doc: Document) -> list[PolicyError]:
@@ -118,7 +148,7 @@ def _case_problems(doc: Document) -> list[PolicyError]:
         if not isinstance(case, dict):
             out.append(doc.error(pointer, "a case must be a mapping", "bad-cases"))
             continue
-        known = ("name", "call", "request", "expect", "transfer")
+        known = ("name", "call", "request", "expect", "transfer", "handoff")
         for key in sorted(set(case) - set(known)):
             message = f'unknown key "{key}" in a case{did_you_mean(key, known)}'
             out.append(doc.error(f"{pointer}/{key}", message, "bad-cases", key=True))
@@ -215,10 +245,16 @@ def _keys_problems(doc: Document, pointer: str, value: Any, known: Sequence[str]
     ]
 
 
+def selected(name: str, pattern: str | None) -> bool:
+    """`test -k PATTERN`: the case names that contain PATTERN, ignoring case."""
+    return pattern is None or pattern.casefold() in name.casefold()
+
+
 def run_file(
-    policy: Policy, test_file: Path, *, now: datetime | None = None
+    policy: Policy, test_file: Path, *, now: datetime | None = None, pattern: str | None = None
 ) -> tuple[list[CaseResult], list[PolicyError]]:
-    """Results of every case in one file, or the problems that stop the file from running."""
+    """Results of every case in one file (those `-k pattern` selects), or the problems that
+    stop the file from running."""
     try:
         doc = parse_document(test_file.read_text(encoding="utf-8"), file=str(test_file))
     except PolicyError as exc:
@@ -230,15 +266,10 @@ def run_file(
     now = now or datetime.now(UTC)
     results = []
     for i, case in enumerate(doc.data["cases"]):
-        failures, route = run_case(policy, case, test_file.parent, crm, now)
+        name = str(case.get("name", f"case {i + 1}"))
+        if not selected(name, pattern):
+            continue
+        failures, route, reached = run_case(policy, case, test_file.parent, crm, now)
         line, _ = doc.position(f"/cases/{i}")
-        results.append(
-            CaseResult(str(test_file), line, str(case.get("name", f"case {i + 1}")), tuple(failures), route)
-        )
+        results.append(CaseResult(str(test_file), line, name, tuple(failures), route, reached=reached))
     return results, []
-
-
-def uncovered(policy: Policy, results: Sequence[CaseResult]) -> list[str]:
-    """Route and transfer ids no case reached (for --coverage)."""
-    reached = {r.route for r in results}
-    return [r.id for r in (*policy.routes, *policy.transfers) if r.id not in reached]

@@ -9,6 +9,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from router.errors import PolicyError
 from router.tools.cases import CaseResult
+from router.tools.coverage import Coverage
 
 
 def problems_text(problems: Sequence[PolicyError]) -> str:
@@ -36,25 +37,31 @@ def problems_github(problems: Sequence[PolicyError]) -> str:
     )
 
 
-def cases_text(results: Sequence[CaseResult], uncovered: Sequence[str] | None = None) -> str:
+def coverage_line(cov: Coverage) -> str:
+    line = f"coverage: {cov.reached} of {len(cov.total)} ({cov.percent:.1f}%)"
+    if cov.missed:
+        line += f"; not reached ({len(cov.missed)}): {', '.join(cov.missed)}"
+    return line
+
+
+def cases_text(results: Sequence[CaseResult], cov: Coverage | None = None, *, verbose: bool = False) -> str:
     lines = []
     for r in results:
         if not r.ok:
             lines.append(f"FAIL {r.file}:{r.line}: {r.name}")
             lines.extend(f"  {f}" for f in r.failures)
+        elif verbose:
+            lines.append(f"ok   {r.file}:{r.line}: {r.name} ({' / '.join(r.reached) or 'no transfer'})")
     passed = sum(r.ok for r in results)
     lines.append(
         f"{len(results)} case{'s' * (len(results) != 1)}, {passed} passed, {len(results) - passed} failed"
     )
-    if uncovered is not None:
-        if uncovered:
-            lines.append(f"routes no case reaches ({len(uncovered)}): {', '.join(uncovered)}")
-        elif results:  # no results at all: no policy loaded, so no claim about its routes
-            lines.append("every route is reached by a case")
+    if cov is not None and results:  # no results: no policy ran, so no claim about its routes
+        lines.append(coverage_line(cov))
     return "\n".join(lines)
 
 
-def cases_json(results: Sequence[CaseResult], uncovered: Sequence[str] | None = None) -> str:
+def cases_json(results: Sequence[CaseResult], cov: Coverage | None = None) -> str:
     out: dict[str, Any] = {
         "cases": [
             {
@@ -63,6 +70,7 @@ def cases_json(results: Sequence[CaseResult], uncovered: Sequence[str] | None = 
                 "name": r.name,
                 "ok": r.ok,
                 "route": r.route,
+                "reached": list(r.reached),
                 "failures": list(r.failures),
             }
             for r in results
@@ -70,8 +78,13 @@ def cases_json(results: Sequence[CaseResult], uncovered: Sequence[str] | None = 
         "passed": sum(r.ok for r in results),
         "failed": sum(not r.ok for r in results),
     }
-    if uncovered is not None:
-        out["uncovered"] = list(uncovered)
+    if cov is not None:
+        out["coverage"] = {
+            "reached": cov.reached,
+            "total": len(cov.total),
+            "percent": round(cov.percent, 1),
+        }
+        out["uncovered"] = list(cov.missed)
     return json.dumps(out, indent=2)
 
 
