@@ -175,8 +175,8 @@ def test_the_store_is_bounded(calls: int, ended: str, workers: int, route: str, 
     for i in range(calls):
         store.remember(f"c{i}", "r", "t", "anonymous", "anonymous")
     assert len(store.decided) <= 3
-    store.ended("status-update", {**END, "call": {"id": ended}}, workers=workers)
-    store.ended("end-of-call-report", {**END, "call": {"id": ended}}, workers=workers)
+    assert store.ended("status-update", {**END, "call": {"id": ended}}, workers=workers) == bool(expected)
+    assert not store.ended("end-of-call-report", {**END, "call": {"id": ended}}, workers=workers)
     assert counted(registry, route) == expected
 
 

@@ -16,10 +16,11 @@ are forgotten sooner, and their ends count under route "unknown". Decisions olde
 With `--workers N` each worker keeps its own decisions. Vapi sends a call's end messages to
 the same server URL, and the kernel hands each to any worker: only the worker that routed
 the call can name its route, and only it counts the call. A worker that did not route a call
-(with N > 1) counts nothing and writes nothing for it, so a call is never counted twice, but
-a call both of whose end messages reach other workers is not counted (probability about
-((N-1)/N)^2): with N > 1 the metric is a lower bound and the decision log's `call-ended`
-lines are the complete record only for counted calls. With one worker, an end for a call the
+(with N > 1) counts nothing for it, so a call is never counted twice, but a call both of
+whose end messages reach other workers is not counted (probability about ((N-1)/N)^2): with
+N > 1 the metric is a lower bound. Such a worker still writes the `call-ended` line, with
+route null and "counted": false, so the decision log (its assistant-request lines joined by
+call id) stays the complete record. With one worker, an end for a call the
 router never decided (it restarted, or Vapi never reached it: `assistant-request-failed`)
 counts under route "unknown".
 """
@@ -106,15 +107,16 @@ class CallOutcomes:
         now = self.clock()
         if decision is not None and now - decision[2] > RETAIN_S:
             decision = None
-        if decision is None and workers > 1:
-            return False  # another worker may have routed it, and counts it (module docstring)
+        # with --workers, another worker may have routed it and count it (module docstring)
+        counts = decision is not None or workers == 1
         self.counted[call_id] = None
         if len(self.counted) > self.capacity:
             self.counted.popitem(last=False)
         reason = _text(message.get("endedReason")) or _text(call.get("endedReason")) or ""
         label = reason if reason in vapi_spec.ended_reasons() else OTHER_REASON
-        route = decision[0] if decision is not None else UNKNOWN_ROUTE
-        self.counter.labels(route, label).inc()
+        route = decision[0] if decision is not None else (UNKNOWN_ROUTE if counts else None)
+        if counts:
+            self.counter.labels(route, label).inc()
         line: dict[str, Any] = {
             "time": timestamp(now),
             "type": "call-ended",
@@ -126,6 +128,7 @@ class CallOutcomes:
             "caller": decision[3] if decision is not None else phone.mask(_caller(message)),
             "dialled": decision[4] if decision is not None else phone.mask(_dialled(message)),
             "via": kind,
+            "counted": counts,
         }
         if reason.startswith(FAILED_PREFIX):
             artifacts = strip_secrets(message.get("inboundPhoneCallDebuggingArtifacts"))
@@ -138,7 +141,7 @@ class CallOutcomes:
                 json.dumps(artifacts, default=str),
             )
         self.decision_log.write(line)
-        return True
+        return counts
 
 
 def duration(message: Mapping[str, Any], decided_at: float | None, now: float) -> float | None:
