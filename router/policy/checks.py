@@ -21,6 +21,7 @@ from router.policy.document import Document, pointer_of
 from router.policy.replycheck import constrained_spots
 from router.policy.retired import retired_keys
 from router.policy.schedule_checks import check_schedule
+from router.policy.sipchecks import check_number_or_sip
 from router.policy.toolroutes import (
     CONTEXTS,
     TOOL_CONTEXTS,
@@ -572,10 +573,10 @@ def numbers_valid(ctx: Context) -> Iterator[PolicyError]:
                 continue
             spec = cond[key]
             if isinstance(spec, str):
-                yield from _check_number(w.at(key), spec, region)
+                yield from check_number_or_sip(w.at(key), spec, region, _check_number)
             elif isinstance(spec, list):
                 for i, text in enumerate(spec):
-                    yield from _check_number(w.at(key, i), text, region)
+                    yield from check_number_or_sip(w.at(key, i), text, region, _check_number)
             elif isinstance(spec, dict):
                 yield from _number_mapping(w.at(key), spec)
 

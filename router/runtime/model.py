@@ -101,6 +101,8 @@ class Facts:
     crm_status: CrmStatus | None = None
     tags: frozenset[str] = frozenset()
     crm: Mapping[str, str] = field(default_factory=dict)
+    caller_sip: str | None = None  # customer.sipUri (DESIGN §9: SIP numbers)
+    dialled_sip: str | None = None  # phoneNumber.sipUri
     # derived: the call's UTC minute, the key of the schedules' open/closed memo
     minute: int = field(init=False, repr=False, compare=False)
 
@@ -126,6 +128,8 @@ class Facts:
             status,
             tags,
             crm,
+            self.caller_sip,
+            self.dialled_sip,
         )
 
 
