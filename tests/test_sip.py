@@ -64,7 +64,9 @@ def no_sip_caller(message: dict[str, Any]) -> dict[str, Any]:
         pytest.param(sip(), "sip-main", "sip:acme-main@sip.vapi.ai", id="sip-number-dialled-pattern"),
         pytest.param(other_line(sip()), "sip-caller", None, id="caller-sip-uri-any-case"),
         pytest.param(no_sip_caller(sip()), "default", None, id="no-sip-uri-no-match"),
-        pytest.param(payload("assistant-request.pstn.json"), "pstn-line", "+16505550117", id="pstn-unchanged"),
+        pytest.param(
+            payload("assistant-request.pstn.json"), "pstn-line", "+16505550117", id="pstn-unchanged"
+        ),
     ],
 )
 def test_sip_patterns_route(srv: InProcess, message: dict[str, Any], route: str, line: str | None) -> None:
@@ -81,7 +83,8 @@ def test_sip_patterns_route(srv: InProcess, message: dict[str, Any], route: str,
 
 
 def problems(condition: str) -> list[str]:
-    text = f"version: 1\nroutes:\n  - {{id: r, when: {condition}, then: {{error: x}}}}\ndefault: {{error: y}}\n"
+    route = f"  - {{id: r, when: {condition}, then: {{error: x}}}}\n"
+    text = f"version: 1\nroutes:\n{route}default: {{error: y}}\n"
     return [p.code for p in lint_texts([("p.yaml", text)]).problems]
 
 
