@@ -682,7 +682,11 @@ def targets_well_formed(ctx: Context) -> Iterator[PolicyError]:
                 payload = destination_kind(context) if key == "destination" else key
                 for p in check_payload(payload, raw[key]):
                     yield Where(w.doc, w.pointer + pointer_of(key) + p.pointer).error(
-                        p.message, p.code, key=p.code in ("vapi-unknown-field", "vapi-legacy-field")
+                        p.message,
+                        p.code,
+                        key=p.code in ("vapi-unknown-field", "vapi-legacy-field"),
+                        # Vapi's spec drifts: a field newer than it is a warning (--strict: error)
+                        severity="warning" if p.code == "vapi-unknown-field" else "error",
                     )
                 for spot in constrained_spots(key, raw[key], _has_template):
                     yield Where(w.doc, w.pointer + pointer_of(key) + spot).error(

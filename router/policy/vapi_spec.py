@@ -10,6 +10,7 @@ document makes it known without a new release of the router.
 from __future__ import annotations
 
 import json
+import os
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -34,8 +35,20 @@ def bundled() -> dict[str, Any]:
 
 
 def schema() -> dict[str, Any]:
-    """The schema document in use (the bundled one unless use_spec() was called)."""
-    return _override[0] if _override else bundled()
+    """The schema document in use: use_spec()'s, else VAPI_ROUTER_VAPI_SPEC's (read on first
+    use: how serve's reload child and --workers processes get it), else the bundled one."""
+    if _override:
+        return _override[0]
+    if not _env_read:
+        _env_read.append(True)
+        path = os.environ.get(ENV)
+        if path:
+            _override.append(from_openapi(path))
+            return _override[0]
+    return bundled()
+
+
+_env_read: list[bool] = []
 
 
 def from_openapi(path: str | Path) -> dict[str, Any]:
@@ -57,6 +70,7 @@ def use_spec(path: str | Path | None) -> None:
     """Check payloads against the subset of the OpenAPI document at `path` from now on (None:
     the bundled one again). Raises VapiSpecError, leaving the schema in use unchanged."""
     derived = from_openapi(path) if path else None
+    _env_read.append(True)  # an explicit choice wins over the environment
     _override.clear()
     if derived is not None:
         _override.append(derived)
