@@ -126,13 +126,18 @@ class PgServer:
         """SIGKILL the postmaster and its backends: the database vanishes mid-run, as on a
         crashed host."""
         assert self.proc is not None
+        # Each backend calls setsid() (InitPostmasterChild), so the postmaster's group does not
+        # hold them: they are found by parent and killed with it, or one could still answer a
+        # query on its open connection for a moment after the postmaster is gone.
+        backends = _children_of(self.proc.pid)
         os.killpg(self.proc.pid, signal.SIGKILL)
+        for pid in backends:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.proc.wait()
         deadline = time.monotonic() + 5
-        with contextlib.suppress(ProcessLookupError):  # until the backends are gone too
-            while time.monotonic() < deadline:
-                os.killpg(self.proc.pid, 0)
-                time.sleep(0.01)
+        while time.monotonic() < deadline and any(_alive(pid) for pid in backends):
+            time.sleep(0.01)
 
     def close(self) -> None:
         self.stop()
@@ -155,3 +160,28 @@ class PgServer:
 
     def run(self, *statements: str) -> None:
         asyncio.run(self.execute(*statements))
+
+
+def _children_of(parent: int) -> list[int]:
+    """The pids whose parent is `parent` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -286,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--format", choices=("text", "json", "github"), default="text")
     p.add_argument("--strict", action="store_true", help="warnings fail too")
+    p.add_argument(
+        "--vapi-spec", metavar="FILE", help="a newer Vapi OpenAPI document (JSON) to check payloads with"
+    )
     p.set_defaults(func=cmd_lint)
 
     from router.tools.testcli import add_parser as add_test
@@ -354,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="open connections at most; past it the longest idle close (default: fd limit - 150)",
     )
+    p.add_argument(
+        "--vapi-spec", metavar="FILE", help="a newer Vapi OpenAPI document (JSON) to check payloads with"
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("replay", help="decisions for captured requests; --against shows what would change")
@@ -382,8 +389,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "vapi_spec") and not _use_vapi_spec(args):
+        return 2
     result: int = args.func(args)
     return result
+
+
+def _use_vapi_spec(args: argparse.Namespace) -> bool:
+    """--vapi-spec FILE (or VAPI_ROUTER_VAPI_SPEC): check payloads against that Vapi OpenAPI
+    document; the environment carries it to serve's reload child and workers."""
+    from router.policy import vapi_spec
+
+    path = args.vapi_spec or os.environ.get(vapi_spec.ENV)
+    if not path:
+        return True
+    try:
+        vapi_spec.use_spec(path)
+    except vapi_spec.VapiSpecError as exc:
+        print(f"vapi-router {args.command}: {exc}", file=sys.stderr)
+        return False
+    os.environ[vapi_spec.ENV] = str(Path(path).resolve())
+    return True
 
 
 if __name__ == "__main__":

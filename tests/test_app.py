@@ -187,10 +187,13 @@ def message(name: str, **changes: Any) -> dict[str, Any]:
             {
                 **DESK_REPLY,
                 "assistantOverrides": {
-                    "variableValues": {**DESK_REPLY["assistantOverrides"]["variableValues"], "dialled": ""}
+                    "variableValues": {
+                        **DESK_REPLY["assistantOverrides"]["variableValues"],
+                        "dialled": "sip:acme-main@sip.vapi.ai",
+                    }  # §9: the SIP URI
                 },
             },
-            id="sip-other-variables-null-dialled",
+            id="sip-other-variables-dialled-renders-sip-uri",
         ),
         pytest.param(
             "assistant-request.pstn.json",

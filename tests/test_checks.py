@@ -197,7 +197,7 @@ def _lines(text: str) -> list[str]:
         pytest.param(
             "default:\n  assistant: {firstMesage: hi, serverUrl: 'https://x', maxDurationSeconds: 1}\n",
             [
-                'p.yaml:3:15: error: unknown field "firstMesage" for an assistant (did you mean '
+                'p.yaml:3:15: warning: unknown field "firstMesage" for an assistant (did you mean '
                 '"firstMessage"?) '
                 "[vapi-unknown-field]",
                 'p.yaml:3:32: error: "serverUrl" was removed from Vapi\'s API; use "server.url" instead '

@@ -49,6 +49,7 @@ def test_facts_from_each_payload(
     name: str, region: str | None, caller: str | None, dialled: str | None, variables: dict[str, str]
 ) -> None:
     f = facts_from_message(message(name), region=region, now=NOW)
+    sip = name == "sip"  # DESIGN §9: the SIP URIs are facts too
     assert f == Facts(
         caller=caller,
         dialled=dialled,
@@ -56,6 +57,8 @@ def test_facts_from_each_payload(
         phone_number_id=PNID,
         call_id=CALL_ID,
         variables=variables,
+        caller_sip="sip:+14155550142@203.0.113.7:5060" if sip else None,
+        dialled_sip="sip:acme-main@sip.vapi.ai" if sip else None,
     )
     assert f.at == AT  # Facts equality ignores nothing that matters: check the instant too
     assert f.crm_status is None  # the CRM has not been asked yet

@@ -22,6 +22,7 @@ from router.policy.reach import unreachable
 from router.policy.replycheck import constrained_spots
 from router.policy.retired import retired_keys
 from router.policy.schedule_checks import check_schedule
+from router.policy.sipchecks import check_number_or_sip
 from router.policy.statechecks import state_references_resolve, state_values_valid
 from router.policy.toolroutes import (
     CONTEXTS,
@@ -576,10 +577,10 @@ def numbers_valid(ctx: Context) -> Iterator[PolicyError]:
                 continue
             spec = cond[key]
             if isinstance(spec, str):
-                yield from _check_number(w.at(key), spec, region)
+                yield from check_number_or_sip(w.at(key), spec, region, _check_number)
             elif isinstance(spec, list):
                 for i, text in enumerate(spec):
-                    yield from _check_number(w.at(key, i), text, region)
+                    yield from check_number_or_sip(w.at(key, i), text, region, _check_number)
             elif isinstance(spec, dict):
                 yield from _number_mapping(w.at(key), spec)
 
@@ -685,7 +686,11 @@ def targets_well_formed(ctx: Context) -> Iterator[PolicyError]:
                 payload = destination_kind(context) if key == "destination" else key
                 for p in check_payload(payload, raw[key]):
                     yield Where(w.doc, w.pointer + pointer_of(key) + p.pointer).error(
-                        p.message, p.code, key=p.code in ("vapi-unknown-field", "vapi-legacy-field")
+                        p.message,
+                        p.code,
+                        key=p.code in ("vapi-unknown-field", "vapi-legacy-field"),
+                        # Vapi's spec drifts: a field newer than it is a warning (--strict: error)
+                        severity="warning" if p.code == "vapi-unknown-field" else "error",
                     )
                 for spot in constrained_spots(key, raw[key], _has_template):
                     yield Where(w.doc, w.pointer + pointer_of(key) + spot).error(

@@ -54,6 +54,7 @@ from router.runtime.model import (
 )
 from router.runtime.replies import splice
 from router.runtime.schedules import Schedule, compile_schedule
+from router.runtime.sip import SipMatch, compile_patterns, is_sip
 from router.runtime.toolcall import AssistantIs, Parameter
 
 TEMPLATE = re.compile(r"\$\{([^}]*)\}")
@@ -163,9 +164,15 @@ class Compiler:
 
     def number_condition(self, which: str, raw: Any) -> Condition:
         if not isinstance(raw, dict):
-            exact, prefixes = self.number_entries([str(x) for x in as_list(raw)])
-            label = "is " + ", ".join(as_list(raw))
-            return _numberset(which, exact, prefixes, label)
+            entries = [str(x) for x in as_list(raw)]
+            sips = [e for e in entries if is_sip(e)]
+            numbers = [e for e in entries if not is_sip(e)]
+            exact, prefixes = self.number_entries(numbers)
+            label = "is " + ", ".join(numbers)
+            if not sips:
+                return _numberset(which, exact, prefixes, label)
+            sip = SipMatch(which, compile_patterns(sips), ", ".join(sips))
+            return AnyOf((_numberset(which, exact, prefixes, label), sip)) if numbers else sip
         parts: list[Condition] = []
         if "prefix" in raw:
             prefixes = frozenset(p.rstrip("*") for p in as_list(raw["prefix"]))

@@ -9,7 +9,6 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -18,6 +17,7 @@ from jsonschema.exceptions import ValidationError
 from jsonschema.protocols import Validator
 
 from router.errors import did_you_mean
+from router.policy import vapi_spec
 
 KINDS: Final = (
     "assistant",
@@ -130,11 +130,8 @@ def _is_uri(value: object) -> bool:
     return bool(parts.scheme and parts.netloc)
 
 
-@cache
 def _schema() -> dict[str, Any]:
-    text = resources.files("router.policy").joinpath("vapi.schema.json").read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
+    return vapi_spec.schema()  # the bundled subset, or --vapi-spec's
 
 
 @cache
@@ -144,6 +141,9 @@ def _validators() -> dict[str, Validator]:
         kind: _TemplateAware({**schema, "$ref": f"#/$defs/{name}"}, format_checker=_FORMATS)
         for kind, name in _ROOTS.items()
     }
+
+
+vapi_spec.on_change(_validators.cache_clear)
 
 
 # --- jsonschema errors -> messages that say what would be right -------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 
 from router.runtime import phone
 from router.runtime.model import CrmStatus, Facts
+from router.runtime.sip import is_sip
 
 
 def _get(obj: Any, *path: str) -> Any:
@@ -102,9 +103,8 @@ def facts_from_message(
     unset for the lookup, except "not_found" for an anonymous caller (nothing to look up)."""
     call = _child(message, "call")  # each path below from `call` is the same as from `message`
     number = _child(message, "phoneNumber")
-    raw_caller = _text(_child(_child(message, "customer"), "number")) or _text(
-        _child(_child(call, "customer"), "number")
-    )
+    customer = _child(message, "customer")
+    raw_caller = _text(_child(customer, "number")) or _text(_child(_child(call, "customer"), "number"))
     raw_dialled = _text(_child(number, "number"))
     variables_raw = _child(_child(call, "assistantOverrides"), "variableValues")
     variables: dict[str, str] = {}
@@ -128,6 +128,8 @@ def facts_from_message(
         call_id=_text(_child(call, "id")),
         variables=variables,
         crm_status=status,
+        caller_sip=_text(_child(customer, "sipUri")),
+        dialled_sip=_text(_child(number, "sipUri")),
     )
 
 
@@ -143,6 +145,10 @@ def facts_from_call(
     CRM facts come from the case: tags/crm given -> ok unless crm_status says otherwise."""
     caller_raw = _text(call.get("caller"))
     dialled_raw = _text(call.get("dialled"))
+    caller_sip = caller_raw if caller_raw and is_sip(caller_raw) else None
+    dialled_sip = dialled_raw if dialled_raw and is_sip(dialled_raw) else None
+    caller_raw = None if caller_sip else caller_raw
+    dialled_raw = None if dialled_sip else dialled_raw
     tags = frozenset(str(t) for t in (call.get("tags") or []))
     crm = {
         str(k): v
@@ -171,6 +177,8 @@ def facts_from_call(
         crm_status=status,
         tags=tags,
         crm=crm,
+        caller_sip=caller_sip,
+        dialled_sip=dialled_sip,
     )
 
 

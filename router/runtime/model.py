@@ -103,6 +103,8 @@ class Facts:
     tags: frozenset[str] = frozenset()
     crm: Mapping[str, str] = field(default_factory=dict)
     state: StateFacts | None = None  # live call state (DESIGN §13), when the policy reads it
+    caller_sip: str | None = None  # customer.sipUri (DESIGN §9: SIP numbers)
+    dialled_sip: str | None = None  # phoneNumber.sipUri
     # derived: the call's UTC minute, the key of the schedules' open/closed memo
     minute: int = field(init=False, repr=False, compare=False)
 
@@ -129,6 +131,8 @@ class Facts:
             tags,
             crm,
             self.state,
+            self.caller_sip,
+            self.dialled_sip,
         )
 
 

@@ -70,7 +70,7 @@ def _value(ref: tuple[str, str], facts: Facts, route: str, lenient: bool) -> str
     if name == "caller":
         return facts.caller or ""
     if name == "dialled":
-        return facts.dialled or ""
+        return facts.dialled or facts.dialled_sip or ""
     if name == "call.id":
         return facts.call_id or ""
     if name == "route":
@@ -219,7 +219,7 @@ def render_bytes(leaf: Target, facts: Facts, route: str, *, lenient: bool = Fals
         elif name == "caller":
             value = facts.caller or ""
         elif name == "dialled":
-            value = facts.dialled or ""
+            value = facts.dialled or facts.dialled_sip or ""
         elif name == "call.id":
             value = facts.call_id or ""
         elif name == "route":

@@ -53,6 +53,7 @@ from router.server.http import (
 )
 from router.server.live import Live
 from router.server.metrics import FLUSH_S, Metrics
+from router.server.outcomes import CallOutcomes
 from router.server.service import Outcome, Pending, decide, decide_now
 from router.server.statecall import decide_with_state, release_if_ended
 from router.server.store import PolicyStore, ReloadResult
@@ -207,6 +208,8 @@ class Server:
         """Every message type but the two routed above (DESIGN §9): handoffs are routed too;
         with settings.forward the rest is proxied (answered types) or queued (notifications)."""
         live = self.store.live
+        if self.outcomes is not None:  # status-update / end-of-call-report: call outcomes
+            self.outcomes.observe(kind, message, self.workers)
         if kind == "handoff-destination-request":
             if live is None:
                 return 503, NO_POLICY
@@ -379,6 +382,8 @@ class Server:
             record.ms / 1000 if record is not None else 0.0,
         )
         facts = o.facts
+        caller = phone.mask(facts.caller if facts else None)
+        dialled = phone.mask(facts.dialled if facts else None)
         line = {
             "time": stamp,
             "call_id": call_id,
@@ -392,12 +397,14 @@ class Server:
             "eval_us": round(o.eval_us, 1),
             "total_ms": round(elapsed * 1000, 3),
             "fallback_reason": o.fallback_reason,
-            "caller": phone.mask(facts.caller if facts else None),
-            "dialled": phone.mask(facts.dialled if facts else None),
+            "caller": caller,
+            "dialled": dialled,
         }
         if o.state_status is not None:
             line["state_status"] = o.state_status
         self.decision_log.write(line)
+        if call_id is not None and kind == "assistant-request" and self.outcomes is not None:
+            self.outcomes.remember(call_id, o.route or "default", o.target, caller, dialled)
         self.activity.recent.append((outcome, line))  # the console's ring: one bounded append
 
     # ------------------------------------------------------------ health and admin
@@ -502,6 +509,7 @@ class Server:
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)  # head/body timeouts, cap
     handoffs: HandoffView = field(default_factory=HandoffView)
     forwarding: Forwarding | None = None
+    outcomes: CallOutcomes | None = None  # made by create_app, on the metrics' registry
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     # (kind, call id, outcome, policy version, seconds): answered, not yet in metrics or the log
     _unrecorded: list[tuple[str, str | None, Outcome, str, float]] = field(default_factory=list)
@@ -527,6 +535,8 @@ def _call_id(message: Mapping[str, Any]) -> str | None:
 def create_app(server: Server, *, path: str = "/webhook/vapi") -> Starlette:
     """The Starlette app for one Server."""
     server.store.on_change = server.on_reload
+    if server.outcomes is None:
+        server.outcomes = CallOutcomes(server.metrics.registry, server.decision_log)
     if server.store.live is not None:
         server.on_reload(server.store, ReloadResult(True, server.store.live.policy.version))
     webhook = WebhookEndpoint(server)

@@ -28,6 +28,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--fail-under", type=float, metavar="PCT", help="exit 1 when coverage is below PCT percent"
     )
+    p.add_argument(
+        "--vapi-spec", metavar="FILE", help="a newer Vapi OpenAPI document (JSON) to check payloads with"
+    )
     p.set_defaults(func=cmd_test)
 
 
