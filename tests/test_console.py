@@ -289,3 +289,142 @@ def test_calendar_page_is_the_map(srv: InProcess) -> None:
 )
 def test_mask_numbers(text: str, masked: str) -> None:
     assert mask_numbers(text) == masked
+
+
+# -- flags and capacity (live call state, DESIGN §13) -------------------------------------
+
+STATE_POLICY = """\
+version: 1
+settings: {fallback: desk}
+capacity:
+  sales: {max: 2}
+flags:
+  storm: {description: "storm closure: every call hears <b>the</b> closure message"}
+targets:
+  desk: {assistantId: desk-assistant}
+  sales-desk: {assistantId: sales-assistant, pool: sales}
+  overflow: {assistantId: overflow-assistant}
+routes:
+  - id: storm
+    when: {flag: storm}
+    then: {error: "We are closed because of the storm."}
+  - id: sales
+    when: {capacity: {sales: available}}
+    then: sales-desk
+  - id: overflow
+    when: {capacity: {sales: full}}
+    then: overflow
+default: desk
+"""
+
+
+@pytest.fixture(scope="module")
+def stateful(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
+    """`state:` omitted: flags and pools in-process, as `serve` with one worker keeps them."""
+    with InProcess(tmp_path_factory.mktemp("console-state"), STATE_POLICY) as server:
+        yield server
+
+
+def switch(client: httpx.Client, **fields: str) -> httpx.Response:
+    page = client.get("/-/console/flags")
+    return client.post("/-/console/flags", data={"csrf": csrf_of(page), "flag": "storm", **fields})
+
+
+def decided_route(srv: InProcess, client: httpx.Client, call_id: str) -> str:
+    call(srv, client, "+14155550142", call_id)
+    line = next(r for r in srv.wait_log(lambda r: r.get("call_id") == call_id) if r.get("call_id") == call_id)
+    return str(line["route"])
+
+
+def test_a_flag_switched_in_the_console_is_the_flags_apis_switch(stateful: InProcess) -> None:
+    srv = stateful
+    client, _ = login(srv)
+    with closing(client), srv.client() as api:
+        page = client.get("/-/console/flags")
+        assert page.status_code == 200 and 'data-flag="storm"' in page.text
+        assert 'data-state="off"' in page.text and "<b>the</b>" not in page.text  # escaped
+        assert decided_route(srv, api, "before-storm") == "sales"
+        reason = f"storm <i>closure</i> called in by {FULL_NUMBERS[0]}"
+        r = switch(client, on="on", reason=reason, ttl="2h")
+        assert (r.status_code, r.headers["location"]) == (303, "/-/console/flags?switched=storm")
+        try:
+            listed = api.get("/v1/flags", headers=srv.admin()).json()["flags"]
+            assert [(f["name"], f["on"], f["reason"]) for f in listed] == [("storm", True, reason)]
+            assert 7190 < listed[0]["until"] - time.time() <= 7200
+            audit = srv.wait_log(lambda r: r.get("type") == "flag")
+            line = next(r for r in audit if r.get("type") == "flag")
+            assert (line["flag"], line["on"], line["ttl_s"], line["reason"], line["by"]) == (
+                "storm",
+                True,
+                7200.0,
+                reason,
+                "console",
+            )
+            assert decided_route(srv, api, "in-the-storm") == "storm"
+            shown = client.get("/-/console/flags?switched=storm").text
+            assert 'id="switched"' in shown and 'data-state="on"' in shown
+            assert "&lt;i&gt;closure&lt;/i&gt;" in shown and "<i>" not in shown
+            assert FULL_NUMBERS[0] not in shown and "+1415*****42" in shown
+        finally:
+            r = switch(client, on="off", reason="storm over")
+        assert r.status_code == 303
+        assert api.get("/v1/flags", headers=srv.admin()).json()["flags"][0]["on"] is False
+        assert decided_route(srv, api, "after-storm") in ("sales", "overflow")
+
+
+def test_a_flag_switch_needs_the_csrf_token_and_a_reason(stateful: InProcess) -> None:
+    srv = stateful
+    client, _ = login(srv)
+    with closing(client), srv.client() as api:
+        form = {"flag": "storm", "on": "on", "reason": "storm"}
+        assert client.post("/-/console/flags", data=form).status_code == 403
+        assert client.post("/-/console/flags", data={**form, "csrf": "0" * 64}).status_code == 403
+        for fields, problem in (
+            ({"on": "on", "reason": "  "}, "reason must be a non-empty text"),
+            ({"on": "on"}, "reason must be a non-empty text"),
+            ({"on": "on", "reason": "r", "ttl": "soon"}, "The TTL must be a duration such as 90s"),
+            ({"on": "maybe", "reason": "r"}, "Switch the flag on or off."),
+        ):
+            r = switch(client, **fields)
+            assert r.status_code == 400, fields
+            error = re.search(r'id="flag-error">([^<]*)<', r.text)
+            assert error is not None and problem in error.group(1), fields
+        r = switch(client, flag="strom", on="on", reason="typo")
+        assert r.status_code == 404 and "declares no such flag" in r.text
+        assert api.get("/v1/flags", headers=srv.admin()).json()["flags"][0]["on"] is False
+        flag_lines = [r for r in srv.records_until_marker(api) if r.get("type") == "flag"]
+        assert not [r for r in flag_lines if r["reason"] in ("r", "typo", "storm")]  # nothing switched
+
+
+def test_capacity_shows_each_pool_in_use_of_max(stateful: InProcess) -> None:
+    srv = stateful
+    client, _ = login(srv)
+    with closing(client), srv.client() as api:
+        for i in range(3):  # two hold the pool's slots, the third overflows
+            call(srv, api, f"+1415555031{i}", f"held-{i}-{time.monotonic_ns()}")
+        srv.server.metrics.state.reserved("sales", False)  # a call that lost the race
+        r = client.get("/-/console/capacity")
+        assert r.status_code == 200
+        row = re.search(r'<tr data-pool="sales" class="level-(\w+)">(.*?)</tr>', r.text, re.S)
+        assert row is not None and row.group(1) == "full"
+        assert re.search(r'class="num in-use">2 / 2<', row.group(2))
+        assert 'class="gauge gauge-full"' in row.group(
+            2
+        ) and 'class="gauge-fill" x="0" y="0" width="100.0"' in row.group(2)
+        assert re.search(r'class="num refused">1<', row.group(2))
+        assert " style=" not in r.text and "<style" not in r.text
+        assert "+1415555031" not in client.get("/-/console/decisions").text
+
+
+def test_flags_and_capacity_say_what_the_policy_lacks(srv: InProcess, tmp_path: Path) -> None:
+    client, _ = login(srv)  # policies/main.yaml: no live call state at all
+    with closing(client):
+        assert 'id="absent"' in client.get("/-/console/flags").text
+        assert 'id="absent"' in client.get("/-/console/capacity").text
+    pools_only = STATE_POLICY.split("flags:")[0] + "targets:" + STATE_POLICY.split("targets:")[1]
+    pools_only = pools_only.replace("    when: {flag: storm}\n", "    when: {capacity: {sales: full}}\n")
+    with InProcess(tmp_path, pools_only) as other:
+        client, _ = login(other)
+        with closing(client):
+            assert 'id="no-flags"' in client.get("/-/console/flags").text
+            assert 'data-pool="sales"' in client.get("/-/console/capacity").text

@@ -3,7 +3,9 @@ chromium + chromium-driver, driven by Selenium; no browser download, no network)
 
 Logs in, loads every page, submits the simulate form and checks the decision against
 /v1/explain, checks scripts in a CRM field and a call id stay text, a POST without its CSRF
-token and a lost session; a screenshot of each page goes to tests/artifacts/console/.
+token and a lost session; on a policy with flags and a pool (in-process state), switches a
+flag through its form and reads it back from /v1/flags, and shows the pool's gauge. A
+screenshot of each page goes to tests/artifacts/console/.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from serverutil import ADMIN_TOKEN, Subprocess
+from test_console import STATE_POLICY
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
@@ -203,3 +206,80 @@ def test_the_console_in_chromium(browser: WebDriver, srv: Subprocess) -> None:
             "session-gone",
         ]
     )
+
+
+def test_a_flag_switched_and_the_pools_in_chromium(
+    browser: WebDriver, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    d = browser
+    with Subprocess(tmp_path_factory.mktemp("browser-state"), STATE_POLICY) as srv, srv.client() as c:
+
+        def route_of(call_id: str) -> str:
+            message = {
+                "type": "assistant-request",
+                "call": {"id": call_id, "customer": {"number": "+14155550142"}},
+                "phoneNumber": {"number": "+16505550117"},
+            }
+            assert srv.post_webhook(c, {"message": message}).status_code == 200
+            lines = srv.wait_log(lambda r: r.get("call_id") == call_id)
+            return str(next(r["route"] for r in lines if r.get("call_id") == call_id))
+
+        assert [route_of("sales-1"), route_of("sales-2"), route_of("sales-3")] == [
+            "sales",
+            "sales",
+            "overflow",
+        ]
+        log_in(d, srv, ADMIN_TOKEN)
+        WebDriverWait(d, 10).until(lambda drv: drv.current_url.endswith("/-/console"))
+
+        d.find_element(By.ID, "nav-capacity").click()
+        row = find(d, "pools").find_element(By.CSS_SELECTOR, 'tr[data-pool="sales"]')
+        assert row.find_element(By.CSS_SELECTOR, ".in-use").text == "2 / 2"
+        assert (
+            row.find_element(By.CSS_SELECTOR, "svg.gauge-full .gauge-fill").get_attribute("width") == "100.0"
+        )
+        no_script_ran(d)
+        shot(d, "capacity-pools")
+
+        d.find_element(By.ID, "nav-flags").click()
+        storm = 'article[data-flag="storm"]'
+        form = WebDriverWait(d, 10).until(lambda drv: drv.find_element(By.CSS_SELECTOR, f"{storm} form"))
+        assert d.find_element(By.CSS_SELECTOR, f"{storm} .state").text == "off"
+        shot(d, "flags-policy")
+        # the server's own check, past the browser's `required`: a reason is needed
+        d.execute_script(
+            "document.querySelectorAll('input[name=reason]').forEach(e => e.removeAttribute('required'))"
+        )
+        form.find_element(By.CSS_SELECTOR, "button.switch-on").click()
+        assert "reason must be a non-empty text" in find(d, "flag-error").text
+        shot(d, "flags-reason-missing")
+
+        form = d.find_element(By.CSS_SELECTOR, f"{storm} form")
+        form.find_element(By.NAME, "reason").send_keys(f"storm closure {SCRIPT}")
+        form.find_element(By.NAME, "ttl").send_keys("30m")
+        form.find_element(By.CSS_SELECTOR, "button.switch-on").click()
+        assert "storm" in find(d, "switched").text
+        assert d.current_url.endswith("/-/console/flags?switched=storm")
+        assert d.find_element(By.CSS_SELECTOR, f"{storm} .state").text == "on"
+        assert SCRIPT in d.find_element(By.CSS_SELECTOR, f"{storm} .reason").text
+        no_script_ran(d)
+        shot(d, "flags-switched")
+        flags = c.get("/v1/flags", headers=srv.admin()).json()["flags"]
+        assert [(f["name"], f["on"], f["reason"]) for f in flags] == [
+            ("storm", True, f"storm closure {SCRIPT}")
+        ]
+        assert route_of("in-the-storm") == "storm"
+
+        form = d.find_element(By.CSS_SELECTOR, f"{storm} form")
+        form.find_element(By.NAME, "reason").send_keys("the storm is over")
+        form.find_element(By.CSS_SELECTOR, "button.switch-off").click()
+        WebDriverWait(d, 10).until(
+            lambda drv: drv.find_element(By.CSS_SELECTOR, f"{storm} .state").text == "off"
+        )
+        assert c.get("/v1/flags", headers=srv.admin()).json()["flags"][0]["on"] is False
+        audit = [
+            r
+            for r in srv.wait_log(lambda r: r.get("reason") == "the storm is over")
+            if r.get("type") == "flag"
+        ]
+        assert [(r["on"], r["by"]) for r in audit] == [(True, "console"), (False, "console")]

@@ -5,11 +5,14 @@ PostgreSQL server the suite starts. Atomic reservations, releases only on proof 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import statelock
 from pgserver import PgServer
 
 from router.runtime.statefacts import StateSettings
@@ -137,3 +140,34 @@ def test_flags_are_shared_and_expire_with_their_ttl(make: Callable[[], StateStor
             await s.aclose()
 
     asyncio.run(run())
+
+
+def test_sqlite_reservations_from_many_processes_never_exceed_max(tmp_path: Path) -> None:
+    """`serve --workers N` on `state: {sqlite: FILE}`: N processes, each with its own
+    connection, race for the last slots. Threads of one process hardly ever interleave
+    between the count and the insert (the GIL); processes do, so this fails as soon as the
+    reservation stops taking the write lock (BEGIN IMMEDIATE) before it counts."""
+    workers, rounds, most = 4, 150, 2
+    ctx = multiprocessing.get_context("spawn")  # fork in a threaded pytest risks deadlocks
+    barrier = ctx.Barrier(workers, timeout=60)
+    path = str(tmp_path / "state.db")
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=statelock.reserve_in_rounds, args=(path, w, rounds, most, barrier, out))
+        for w in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        granted = dict(out.get(timeout=120) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+    failed = sorted(v for v in granted.values() if isinstance(v, str))
+    assert not failed
+    per_round = Counter(r for rs in granted.values() for r in rs)
+    over = {r: n for r, n in sorted(per_round.items()) if n > most}
+    assert not over, f"rounds where more than {most} calls held a slot: {over}"
+    assert sum(per_round.values()) == rounds * most  # every round filled the pool, no more

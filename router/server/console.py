@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -25,6 +26,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from router.server.consolesession import SESSION_S, csrf_token, new_session, session_nonce
+from router.server.consolestate import capacity_view, flags_view, switch_from_form
 from router.server.consoleviews import (
     ConsoleServer,
     calendar_view,
@@ -243,10 +245,19 @@ class Console:
         return self.page("shadow.html", **self.common(nonce, tab="shadow", **view))
 
     async def flags(self, request: Request, nonce: str) -> Response:
-        return self.page("absent.html", **self.common(nonce, tab="flags", what="Flags"))
+        form, failed, status = getattr(request.state, "form", None), None, 200
+        if request.method == "POST":  # switched: back to the page (a reload does not switch again)
+            name, problem, status = await switch_from_form(self.server, form or {})
+            if problem is None:
+                return RedirectResponse(f"{PREFIX}/flags?{urlencode({'switched': name})}", 303, HEADERS)
+            failed = {"flag": name, "message": problem, "reason": (form or {}).get("reason", "")}
+        view, got = await flags_view(self.server, request.query_params.get("switched", ""))
+        view = {**view, "failed": failed}
+        return self.page("flags.html", max(status, got), **self.common(nonce, tab="flags", **view))
 
     async def capacity(self, request: Request, nonce: str) -> Response:
-        return self.page("absent.html", **self.common(nonce, tab="capacity", what="Capacity"))
+        view, status = await capacity_view(self.server)
+        return self.page("capacity.html", status, **self.common(nonce, tab="capacity", **view))
 
     async def static(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -271,7 +282,7 @@ def console_routes(server: ConsoleServer) -> list[BaseRoute]:
         Route(f"{PREFIX}/simulate", g(c.simulate), methods=["GET", "POST"]),
         Route(f"{PREFIX}/decisions", g(c.decisions), methods=["GET"]),
         Route(f"{PREFIX}/shadow", g(c.shadow), methods=["GET"]),
-        Route(f"{PREFIX}/flags", g(c.flags), methods=["GET"]),
+        Route(f"{PREFIX}/flags", g(c.flags), methods=["GET", "POST"]),
         Route(f"{PREFIX}/capacity", g(c.capacity), methods=["GET"]),
         Route(f"{PREFIX}/static/{{name}}", c.static, methods=["GET"]),
     ]

@@ -36,6 +36,7 @@ def _samples(counter: Any) -> dict[str, float]:
 if TYPE_CHECKING:  # what the console reads of the server; none of these import the console
     from router.server.activity import Activity
     from router.server.auth import AuthConfig
+    from router.server.decisionlog import DecisionLog
     from router.server.metrics import Metrics
     from router.server.store import PolicyStore
 
@@ -55,6 +56,8 @@ class ConsoleServer(Protocol):
     def workers(self) -> int: ...
     @property
     def activity(self) -> Activity: ...
+    @property
+    def decision_log(self) -> DecisionLog: ...  # the flags page's audit lines
     def clock(self) -> float: ...
 
 

@@ -117,9 +117,14 @@ async def switch_flag(
 def _body(raw: bytes) -> tuple[bool, float | None, str] | str:
     """(on, ttl_s, reason) from a request body, or what is wrong with it."""
     try:
-        data = orjson.loads(raw or b"{}")
+        return switch_args(orjson.loads(raw or b"{}"))
     except orjson.JSONDecodeError:
         return "the body is not JSON"
+
+
+def switch_args(data: Any) -> tuple[bool, float | None, str] | str:
+    """(on, ttl_s, reason) from `{"on", "ttl_s", "reason"}` (the API's body, the console's
+    form), or what is wrong with it."""
     if not isinstance(data, dict) or not isinstance(data.get("on"), bool):
         return 'give {"on": true|false, "ttl_s": N, "reason": TEXT}'
     extra = sorted(set(data) - {"on", "ttl_s", "reason"})

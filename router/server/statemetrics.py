@@ -3,7 +3,12 @@ reason, flag state, state lookups by status. [I/O]"""
 
 from __future__ import annotations
 
+import time
+from collections import deque
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+REFUSALS_KEPT = 1000  # per pool: when the last refusals were (the console's "recent refusals")
 
 
 class StateMetrics:
@@ -41,9 +46,12 @@ class StateMetrics:
             ["operation", "status"],
             registry=r,
         )
+        self.refused_at: dict[str, deque[float]] = {}  # pool -> epoch s of this worker's refusals
 
     def reserved(self, pool: str, granted: bool) -> None:
         self.reservations.labels(pool, "granted" if granted else "refused").inc()
+        if not granted:
+            self.refused_at.setdefault(pool, deque(maxlen=REFUSALS_KEPT)).append(time.time())
 
     def released(self, pool: str, reason: str) -> None:
         self.releases.labels(pool, reason).inc()
