@@ -125,11 +125,6 @@ def test_explain_needs_the_admin_token_before_anything_else(srv: InProcess, clie
     assert _answer(response) == (401, {"error": "unauthorized"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="explainapi._body turns BodyTooLarge into None, so an oversized body gets the 400 "
-    "'expected a JSON object' instead of the 413 /v1/resolve and the webhook answer",
-)
 def test_explain_refuses_a_body_over_the_limit_as_too_large(srv: InProcess, client: httpx.Client) -> None:
     body = orjson.dumps({"caller": KNOWN, "pad": " " * MAX_BODY})
     status, _ = _explain(srv, client, body)

@@ -380,11 +380,6 @@ def test_a_webhook_that_raises_gets_500_and_the_connection_closes(
         exchange_all(wire, [still], pipelined=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fasthttp._write_error leaves out uvicorn's default headers (date, server) that "
-    "uvicorn's own 500 and every other fast-path reply carry",
-)
 def test_the_fast_path_500_is_the_one_uvicorn_sends(srv: InProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     """The module promises to answer a raising webhook "as uvicorn does when an ASGI app raises"."""
     fast, _ = _answer_raising(srv, monkeypatch, WEBHOOK)

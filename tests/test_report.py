@@ -176,11 +176,6 @@ def test_github_annotations_are_one_line_each() -> None:
     assert not any("\r" in line for line in lines)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="problems_github escapes a file name as message data (%, CR, LF) but not as a "
-    "property: a comma or colon in it ends the property early (GitHub's toolkit escapes them as %2C, %3A)",
-)
 def test_github_escapes_commas_and_colons_in_the_file_property() -> None:
     problem = PolicyError("teams/sales, east: v2.yaml", 3, 1, "unknown target", "unknown-target")
     assert report.problems_github([problem]) == (

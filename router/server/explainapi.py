@@ -26,10 +26,9 @@ def _json(data: Any, status: int = 200) -> Response:
 
 
 async def _body(request: Request) -> Any:
-    try:
-        raw = await read_body(request)
-    except BodyTooLarge:
-        return None
+    """The JSON body, None when it is not JSON; BodyTooLarge past the limit (a 413, as the
+    webhook and /v1/resolve answer it)."""
+    raw = await read_body(request)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -51,7 +50,10 @@ def _facts_problem(data: Mapping[str, Any]) -> str | None:
 
 async def explain_request(store: PolicyStore, request: Request) -> Response:
     """A Vapi message ({"message": …}, CRM looked up live) or call facts (CRM from the body)."""
-    data = await _body(request)
+    try:
+        data = await _body(request)
+    except BodyTooLarge:
+        return _json({"error": "body too large"}, 413)
     live = store.live
     if live is None:
         return _json({"error": "no policy is loaded"}, 503)

@@ -350,8 +350,12 @@ class WebhookProtocol(HttpToolsProtocol):
 
     def _write_error(self) -> None:
         self._keep_alive = False
-        out = [STATUS_LINE[500], b"content-type: text/plain; charset=utf-8\r\n"]
-        out += (b"content-length: 21\r\n", _CLOSE, b"\r\n", _ERROR)
+        # as uvicorn answers an ASGI app that raised: its default headers (date, server) first
+        out = [STATUS_LINE[500]]
+        for name, value in self.server_state.default_headers:
+            out += (name, b": ", value, b"\r\n")
+        out += (b"content-type: text/plain; charset=utf-8\r\n", b"content-length: 21\r\n", _CLOSE)
+        out += (b"\r\n", _ERROR)
         self._send_now(b"".join(out))
         self.transport.close()
 

@@ -29,10 +29,16 @@ def _gh(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
+def _gh_property(text: str) -> str:
+    """A workflow command property: message escaping plus `,` and `:` (GitHub's toolkit)."""
+    return _gh(text).replace(":", "%3A").replace(",", "%2C")
+
+
 def problems_github(problems: Sequence[PolicyError]) -> str:
     """GitHub workflow commands: one ::error/::warning annotation per problem."""
     return "\n".join(
-        f"::{p.severity} file={_gh(p.file)},line={p.line},col={p.column},title={p.code}::{_gh(p.message)}"
+        f"::{p.severity} file={_gh_property(p.file)},line={p.line},col={p.column},title={p.code}"
+        f"::{_gh(p.message)}"
         for p in sorted(problems)
     )
 
