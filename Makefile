@@ -52,6 +52,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check router tests bench tools
 	$(BIN)/mypy
 	$(BIN)/vapi-router lint policies examples
+	$(BIN)/vapi-router fmt --check policies examples
 
 check: lint test
 

@@ -374,6 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_diff(sub)
 
+    from router.tools.fmtcli import add_parser as add_fmt
+
+    add_fmt(sub)
+
+    from router.tools.scaffold import add_parser as add_init
+
+    add_init(sub)
+
     p = sub.add_parser("crm", help="customer data: `crm import FILE --into DB` builds a SQLite CRM")
     crm = p.add_subparsers(dest="crm_command", required=True)
     p = crm.add_parser("import", help="CSV/JSON/YAML -> SQLite `customers`; every bad row as FILE:LINE:COL")

@@ -132,8 +132,8 @@ def test_file_csv_quoted_cells_and_bom(tmp_path: Path) -> None:
     assert record == CrmRecord("ok", frozenset({"vip"}), {"address": "1 Main St\nSpringfield"})
 
 
-NATIONAL = "not a phone number (no +country and no region)"
-NESTED = 'field "address" must be a plain value, not a list or mapping'
+NATIONAL = 'not a phone number: "%s" (no +country and no region)'
+NESTED = 'field "address" must be a plain value, not a list or mapping: {"city": "x"}'
 
 
 @pytest.mark.parametrize(
@@ -143,28 +143,34 @@ NESTED = 'field "address" must be a plain value, not a list or mapping'
             "crm.csv",
             "phone,tags\n+15551234567,vip\n",
             1,
-            'the header has no "number" column',
+            'the header has no "number" column: "phone,tags"',
             id="no-number",
         ),
         pytest.param(
             "crm.csv", "number,tier,tier\n", 1, 'column "tier" appears twice in the header', id="dup-column"
         ),
         pytest.param(
-            "crm.csv", "number\n+15551234567\nnot-a-number\n", 3, "not a phone number", id="bad-number"
+            "crm.csv",
+            "number\n+15551234567\nnot-a-number\n",
+            3,
+            'not a phone number: "not-a-number"',
+            id="bad-number",
         ),
-        pytest.param("crm.csv", "number\n5551234567\n", 2, NATIONAL, id="national-without-region"),
+        pytest.param(
+            "crm.csv", "number\n5551234567\n", 2, NATIONAL % "5551234567", id="national-without-region"
+        ),
         pytest.param(
             "crm.csv",
             "number,a\n+15551234567,b,c\n",
             2,
-            "3 cells but the header has 2 columns",
+            '3 cells but the header has 2 columns (extra "c")',
             id="extra-cell",
         ),
         pytest.param(
             "crm.csv",
             'number,note\n+15557654321,"two\nlines"\n+1 555 765 4321,\n',
             4,
-            "the same number again (first on line 2)",
+            '"+1 555 765 4321" is +15557654321 again (first on line 2)',
             id="duplicate-after-multiline-cell",
         ),
         pytest.param(
@@ -177,19 +183,21 @@ NESTED = 'field "address" must be a plain value, not a list or mapping'
         pytest.param(
             "crm.json", '["+15551234567"]', 1, "the top level must map numbers to contacts", id="json-list"
         ),
-        pytest.param("crm.json", '{\n "+15551234567": {},\n "12": {}\n}', 3, NATIONAL, id="json-bad-number"),
+        pytest.param(
+            "crm.json", '{\n "+15551234567": {},\n "12": {}\n}', 3, NATIONAL % "12", id="json-bad-number"
+        ),
         pytest.param(
             "crm.json",
             '{\n "+15551234567": {"tags": "vip"}\n}',
             2,
-            '"tags" must be a list of words',
+            '"tags" must be a list of words, not "vip"',
             id="json-tags",
         ),
         pytest.param(
             "crm.json",
             '{"+15551234567": ["vip"]}',
             1,
-            "a contact must be a mapping of tags and fields",
+            'a contact must be a mapping of tags and fields, not ["vip"]',
             id="json-list-contact",
         ),
         pytest.param(
@@ -538,3 +546,17 @@ def test_a_hanging_crm_cannot_queue_lookups_past_the_pool(crm_server: CrmServer)
     }
     assert elapsed < 1.5, elapsed  # 300 ms timeout + slack on a shared machine; queueing took seconds
     assert left == 0
+
+
+def test_file_reports_every_bad_row_and_a_quote_inside_a_cell_is_text(tmp_path: Path) -> None:
+    path = tmp_path / "crm.csv"
+    path.write_text('number,note\n+15551234567,5" screen\nnope,x\n+15557654321\n+15550000000,"open\n')
+    with pytest.raises(CrmFileError) as caught:
+        FileCrm.from_path(path)
+    assert [(p.line, p.col, p.message) for p in caught.value.problems] == [
+        (3, 1, 'not a phone number: "nope"'),
+        (4, 13, 'short row: 1 cells but the header has 2 columns (no "note")'),
+        (5, 14, 'unterminated quote: "open" runs to the end of the file'),
+    ]
+    path.write_text('number,note\n+15551234567,5" screen\n')
+    assert FileCrm.from_path(path).get("+15551234567").fields == {"note": '5" screen'}

@@ -90,7 +90,7 @@ def test_region_and_json_and_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["crm", "import", str(data), "--into", str(db)]) == 1
     assert capsys.readouterr().out.splitlines()[-2:] == [
         f'{data}:3:3: error: not a phone number: "nope" [crm-import]',
-        f'{data}:4:3: error: "tags" must be a list of words [crm-import]',
+        f'{data}:4:3: error: "tags" must be a list of words, not "vip" [crm-import]',
     ]
     yaml_file = tmp_path / "crm.yaml"
     yaml_file.write_text('"+14155550101": {tags: [vip], tier: 3}\n"+14155550102": {}\n', encoding="utf-8")

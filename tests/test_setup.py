@@ -22,14 +22,19 @@ PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)(?: ;([^\\\n]*))? \\$", re.M)  
 def locked(name: str, *, here: bool = False) -> dict[str, str]:
     """name -> version pinned in a lock (only those whose marker holds here, with `here`)."""
     return {
-        m.group(1).lower().replace("_", "-"): m.group(2)
+        _canonical(m.group(1)): m.group(2)
         for m in PIN.finditer((ROOT / name).read_text())
         if not (here and m.group(3) and not Marker(m.group(3)).evaluate())
     }
 
 
+def _canonical(name: str) -> str:
+    """A package name as PEP 503 compares them (ruamel.yaml is locked as ruamel-yaml)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def requirement_names(requirements: list[str]) -> set[str]:
-    return {re.split(r"[\[<>=~!; ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+    return {_canonical(re.split(r"[\[<>=~!; ]", r, maxsplit=1)[0]) for r in requirements}
 
 
 def test_every_dependency_is_pinned_with_hashes_in_the_locks() -> None:

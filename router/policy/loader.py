@@ -16,6 +16,7 @@ from router.errors import PolicyError, PolicyInvalid
 from router.policy.checks import check
 from router.policy.compiler import compile_policy, version_of
 from router.policy.crmfile import CrmFileError, read_crm_file
+from router.policy.crmrows import RowProblem
 from router.policy.document import Document, parse_document
 from router.policy.envrefs import env_unset
 from router.policy.fastdoc import fast_document
@@ -230,9 +231,9 @@ def lint_texts(
             try:
                 crm_fields = read_crm_file(resolved, region=_region(docs))[1]
                 crm_path = str(resolved)
-            except CrmFileError as exc:
-                line = exc.line or 1
-                problems.append(PolicyError(str(path), line, 1, exc.message, "crm-file"))
+            except CrmFileError as exc:  # every bad row, each at its own line:col
+                rows = exc.problems or (RowProblem(1, 1, exc.message),)
+                problems.extend(PolicyError(str(path), p.line, p.col, p.message, "crm-file") for p in rows)
     found_db = crm_database_of(docs)
     if found_db is not None:
         crm_fields, crm_path = _crm_database_fields(found_db, problems)

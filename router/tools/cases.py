@@ -20,7 +20,7 @@ from router.policy.document import Document, parse_document
 from router.policy.loader import policy_files
 from router.runtime.decide import decide, evaluate_for
 from router.runtime.facts import facts_from_call, facts_from_message, lacks_offset, parse_time
-from router.runtime.model import CRM_STATUSES, Policy
+from router.runtime.model import CRM_STATUSES, TARGET_KINDS, Policy
 from router.tools.casediff import diff_values
 from router.tools.casestate import STATE_KEYS, case_state, case_state_problems
 from router.tools.coverage import reached_items
@@ -65,6 +65,14 @@ def policy_sets(path: Path) -> list[Path]:
         if child.is_dir() and not child.name.startswith("."):
             found.extend(s for s in policy_sets(child) if s.is_dir() and policy_files(s))
     return found or [path]
+
+
+def target_label(target: str | None, reply: Any) -> str:
+    """A target by name, else what the inline one is (`inline assistantId`, `inline error`)."""
+    if target:
+        return target
+    kind = next((k for k in TARGET_KINDS if isinstance(reply, dict) and k in reply), None)
+    return f"inline {kind}" if kind else "none (an empty reply)"
 
 
 def policy_path_for(test_file: Path) -> Path:
@@ -132,7 +140,7 @@ def run_case(
     ):
         failures.append(f"route: expected {expect['route']}, got {route or 'default'}")
     if "target" in expect and expect["target"] != target:
-        failures.append(f"target: expected {expect['target']}, got {target or '(inline)'}")
+        failures.append(f"target: expected {expect['target']}, got {target_label(target, reply)}")
     if "reply" in expect and expect["reply"] != reply:
         failures.extend(diff_values(expect["reply"], reply, "reply"))
     return failures, route, reached

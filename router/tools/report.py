@@ -8,7 +8,7 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from router.errors import PolicyError
-from router.tools.cases import CaseResult
+from router.tools.cases import CaseResult, target_label
 from router.tools.coverage import Coverage
 
 
@@ -121,7 +121,7 @@ def explain_text(data: dict[str, Any]) -> str:
         lines.append(f"{mark} {step['route']}: {step['reason']}")
     route = data["route"] or "default (no route matched)"
     lines.append(f"route:  {route}")
-    lines.append(f"target: {data['target'] or '(inline)'}")
+    lines.append(f"target: {target_label(data['target'], data['reply'])}")
     if data.get("fallback_reason"):
         lines.append(f"fallback: {data['fallback_reason']}")
     lines.append(f"reply:  {json.dumps(data['reply'])}")
