@@ -282,3 +282,14 @@ def test_usage_errors_exit_2(argv: list[str], message: str, capsys: pytest.Captu
 
 def test_example_numbers_cover_countries() -> None:
     assert len({phonenumbers.region_code_for_number(phonenumbers.parse(n)) for n in _example_numbers()}) > 200
+
+
+def test_live_call_state_is_named_as_not_compared(capsys: pytest.CaptureFixture[str]) -> None:
+    """Flags, pools and history are not a region dimension yet: diff says so instead of
+    implying that every call with state is decided alike."""
+    example = str(ROOT / "examples" / "storm-and-capacity")
+    assert cli.main(["diff", example, example]) == 0
+    out = capsys.readouterr().out
+    assert "note: live call state (history, capacity, flags) is compared as empty state only" in out
+    assert cli.main(["diff", str(ROOT / "policies"), str(ROOT / "policies")]) == 0
+    assert "live call state" not in capsys.readouterr().out

@@ -278,6 +278,12 @@ def _notes(old: Policy, new: Policy, space: Space) -> list[str]:
         )
     if _crm_source(old) != _crm_source(new):
         notes.append("the CRM source changed: regions compare the same CRM record under both sets")
+    if old.state is not None or new.state is not None:
+        # history, capacity and flag facts are not yet a region dimension: say so, not "same"
+        notes.append(
+            "live call state (history, capacity, flags) is compared as empty state only: "
+            "routes on flags switched on, full pools or earlier calls are not compared"
+        )
     regexes = [*space.atoms.caller.regexes, *space.atoms.dialled.regexes]
     if regexes:
         notes.append(
