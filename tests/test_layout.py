@@ -29,7 +29,6 @@ LONG_MODULES: dict[str, str] = {
     "router.cli": _NOT_YET + ": one parser and eight small subcommands",
     "router.policy.compiler": _NOT_YET + ": conditions, targets, index",
     "router.policy.vapi_payloads": _NOT_YET,
-    "router.runtime.model": _NOT_YET + ": types vs the compiled index",
     "router.server.app": _NOT_YET + ": webhook vs admin endpoints",
     "router.server.fasthttp": "one protocol class (uvicorn's callbacks it overrides); held replies are apart",
 }

@@ -20,39 +20,39 @@ from router.policy.replycheck import check_rendered
 from router.policy.statecompile import STATE_CONDITIONS, state_condition, state_settings
 from router.policy.toolroutes import tool_message
 from router.runtime import phone
-from router.runtime.facts import scalar_text
-from router.runtime.model import (
-    TARGET_KINDS,
+from router.runtime.conditions import (
     All,
     Always,
     Anonymous,
     AnyOf,
     Condition,
     CrmField,
-    CrmSettings,
     CrmStatusIs,
-    Decision,
     Not,
     NumberCountry,
     NumberRegex,
     NumberSet,
     NumberType,
-    Open,
     PhoneNumberId,
+    Tags,
+    Variable,
+)
+from router.runtime.facts import scalar_text
+from router.runtime.model import (
+    TARGET_KINDS,
+    CrmSettings,
+    Decision,
     Policy,
     Route,
     RouteIndex,
-    ScheduleClock,
-    ScheduleRoutes,
     Settings,
     Source,
-    Tags,
     Target,
     Template,
-    Variable,
     Variant,
 )
 from router.runtime.replies import splice
+from router.runtime.schedconds import Open, ScheduleClock, ScheduleRoutes
 from router.runtime.schedules import Schedule, compile_schedule
 from router.runtime.sip import SipMatch, compile_patterns, is_sip
 from router.runtime.toolcall import AssistantIs, Parameter

@@ -20,7 +20,8 @@ from router.policy.document import Document, parse_document
 from router.policy.loader import policy_files
 from router.runtime.decide import decide, evaluate_for
 from router.runtime.facts import facts_from_call, facts_from_message, lacks_offset, parse_time
-from router.runtime.model import CRM_STATUSES, Policy
+from router.runtime.facttypes import CRM_STATUSES
+from router.runtime.model import Policy
 from router.tools.casediff import diff_values
 from router.tools.casestate import STATE_KEYS, case_state, case_state_problems
 from router.tools.coverage import reached_items
