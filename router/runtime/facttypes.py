@@ -12,17 +12,11 @@ from typing import Literal
 from router.runtime.statefacts import StateFacts
 
 CrmStatus = Literal["ok", "not_found", "timeout", "error", "disabled"]
-
-
 CRM_STATUSES: tuple[str, ...] = ("ok", "not_found", "timeout", "error", "disabled")
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 _EPOCH_NAIVE = datetime(1970, 1, 1)
-
-
 MINUTE = timedelta(minutes=1)
 
 

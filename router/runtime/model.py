@@ -27,8 +27,6 @@ TARGET_KINDS = (
     "destination",
     "error",
 )
-
-
 OVERRIDES = {
     "assistantId": "assistantOverrides",
     "assistant": "assistantOverrides",

@@ -15,9 +15,9 @@ from typing import Any
 
 from router.crm.clients import FileCrm
 from router.errors import PolicyError, did_you_mean
-from router.policy.compiler import build_index
 from router.policy.document import Document, parse_document
 from router.policy.loader import policy_files
+from router.policy.routeindex import build_index
 from router.runtime.decide import decide, evaluate_for
 from router.runtime.facts import facts_from_call, facts_from_message, lacks_offset, parse_time
 from router.runtime.facttypes import CRM_STATUSES

@@ -12,9 +12,7 @@ from typing import Any
 
 from router.errors import PolicyError
 from router.policy.document import Document, pointer_of
-from router.policy.toolroutes import (
-    CONTEXTS,
-)
+from router.policy.toolroutes import CONTEXTS
 from router.runtime import phone
 
 NUMBER_KEYS = ("caller", "dialled")

@@ -10,7 +10,7 @@ from typing import Any
 
 from router.errors import PolicyError, did_you_mean
 from router.policy.checks.context import Context, Where
-from router.policy.compiler import TEMPLATE, as_list
+from router.policy.compilebase import TEMPLATE, as_list
 
 
 def crm_valid(ctx: Context) -> Iterator[PolicyError]:

@@ -16,7 +16,7 @@ from router.policy.checks.regexes import (
     nested_quantifier,
     variable_repeats,
 )
-from router.policy.compiler import as_list
+from router.policy.compilebase import as_list
 from router.policy.sipchecks import check_number_or_sip
 from router.runtime import phone
 

@@ -10,7 +10,7 @@ from typing import Any
 from router.errors import PolicyError, did_you_mean
 from router.policy.checks.context import NUMBER_KEYS, Context, Where, pos, walk_target
 from router.policy.checks.crm import crm_source, known_crm_fields
-from router.policy.compiler import TEMPLATE, as_list
+from router.policy.compilebase import TEMPLATE, as_list
 from router.policy.document import pointer_of
 from router.runtime.statefacts import HISTORY_REFS
 

@@ -12,8 +12,6 @@ from typing import Any
 # The stdlib's own regex parser (private, but the same module from 3.11 on): it sees through
 # groups, so ((a)+)+ is caught as well as (a+)+.
 _sre: Any = importlib.import_module("re._parser")
-
-
 _REPEATS = frozenset({_sre.MAX_REPEAT, _sre.MIN_REPEAT, getattr(_sre, "POSSESSIVE_REPEAT", _sre.MAX_REPEAT)})
 
 
@@ -43,8 +41,6 @@ def nested_quantifier(pattern: str) -> bool:
 
 
 _E164 = frozenset("+0123456789")  # every character a regex over caller/dialled ever sees
-
-
 _CATEGORIES = {
     getattr(_sre, f"CATEGORY_{name}"): frozenset(c for c in _E164 if re.fullmatch(escape, c))
     for name, escape in (
@@ -56,8 +52,6 @@ _CATEGORIES = {
         ("NOT_WORD", r"\W"),
     )
 }
-
-
 MAX_VARIABLE_REPEATS = 8  # 11 of \d* in a row take ~75 ms on a 16-character number
 
 

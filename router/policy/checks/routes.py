@@ -9,9 +9,7 @@ from typing import Any
 from router.errors import PolicyError
 from router.policy.checks.context import Context, Where, pos
 from router.policy.reach import unreachable
-from router.policy.toolroutes import (
-    CONTEXTS,
-)
+from router.policy.toolroutes import CONTEXTS
 
 
 def unreachable_routes(ctx: Context) -> Iterator[PolicyError]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from router.errors import PolicyError
 from router.policy.checks.context import Context, Where
-from router.policy.compiler import PRIMARY
+from router.policy.compilebase import PRIMARY
 from router.policy.document import pointer_of
 from router.policy.replycheck import constrained_spots
 from router.policy.retired import retired_keys
