@@ -20,7 +20,8 @@ from router.policy.compiler import compile_policy
 from router.policy.loader import lint_texts
 from router.runtime import phone
 from router.runtime.evaluator import evaluate, evaluate_linear
-from router.runtime.model import Decision, Facts, Policy
+from router.runtime.facttypes import Facts
+from router.runtime.model import Decision, Policy
 
 SIZES = (10, 1_000, 10_000)
 CALLS = 1_000

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from router.runtime.model import CrmStatus, Facts
+from router.runtime.facttypes import CrmStatus, Facts
 
 # NANP area codes for the generated +1 AAA 555 XXXX numbers (fictional 555 exchange).
 AREAS = ("650", "415", "212", "312", "617", "206", "303", "512", "646", "718", "305", "404")

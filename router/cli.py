@@ -18,7 +18,8 @@ from router.policy.schema import policy_schema
 from router.runtime import phone
 from router.runtime.decide import explain_answer
 from router.runtime.facts import facts_from_call, facts_from_message, lacks_offset, parse_time
-from router.runtime.model import Facts, Policy
+from router.runtime.facttypes import Facts
+from router.runtime.model import Policy
 from router.runtime.phone import is_country
 from router.runtime.schedules import effective_hours, format_hours
 from router.tools import report

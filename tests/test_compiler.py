@@ -14,19 +14,10 @@ from hypothesis import strategies as st
 
 from router.policy.compiler import version_of
 from router.policy.loader import lint_texts
-from router.runtime.model import (
-    All,
-    CrmField,
-    Facts,
-    NumberSet,
-    Open,
-    Policy,
-    RouteIndex,
-    ScheduleClock,
-    Tags,
-    Variable,
-    minute_of,
-)
+from router.runtime.conditions import All, CrmField, NumberSet, Tags, Variable
+from router.runtime.facttypes import Facts, minute_of
+from router.runtime.model import Policy, RouteIndex
+from router.runtime.schedconds import Open, ScheduleClock
 from router.runtime.schedules import compile_schedule, is_open
 
 HEAD = """version: 1

@@ -22,7 +22,8 @@ import pytest
 from router import cli
 from router.policy.loader import load_policy
 from router.runtime.decide import decide
-from router.runtime.model import Facts, Policy
+from router.runtime.facttypes import Facts
+from router.runtime.model import Policy
 from router.tools.diff import diff_policies
 from router.tools.diffkeys import facts_for, outcome_key
 from router.tools.diffspace import _example_numbers

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from router.policy.loader import lint_texts, load_policy
 from router.runtime.evaluator import evaluate, evaluate_linear, evaluate_transfer, explain
-from router.runtime.model import CrmStatus, Decision, Facts, Policy
+from router.runtime.facttypes import CrmStatus, Facts
+from router.runtime.model import Decision, Policy
 
 NY = ZoneInfo("America/New_York")
 CRM = (

@@ -16,7 +16,8 @@ import pytest
 
 from router.policy.envrefs import ENV_REF
 from router.policy.loader import lint_path, policy_files
-from router.runtime.model import Facts, Policy, Target, Template
+from router.runtime.facttypes import Facts
+from router.runtime.model import Policy, Target, Template
 from router.runtime.replies import render
 from router.tools import cases  # module access keeps pytest from collecting helpers
 

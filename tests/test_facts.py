@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.runtime.facts import facts_from_call, facts_from_message, parse_time
-from router.runtime.model import Facts
+from router.runtime.facttypes import Facts
 
 PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "vapi" / "payloads"
 NOW = datetime(2030, 1, 1, tzinfo=UTC)

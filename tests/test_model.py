@@ -14,8 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 import regex
 
-from router.runtime.evaluator import explain_condition
-from router.runtime.model import (
+from router.runtime.conditions import (
     All,
     Always,
     Anonymous,
@@ -23,22 +22,19 @@ from router.runtime.model import (
     Condition,
     CrmField,
     CrmStatusIs,
-    Facts,
-    NeedCrm,
     Not,
     NumberCountry,
     NumberRegex,
     NumberSet,
     NumberType,
-    Open,
     PhoneNumberId,
-    ScheduleClock,
-    ScheduleRoutes,
-    Source,
     Tags,
     Variable,
-    minute_of,
 )
+from router.runtime.evaluator import explain_condition
+from router.runtime.facttypes import Facts, NeedCrm, minute_of
+from router.runtime.model import Source
+from router.runtime.schedconds import Open, ScheduleClock, ScheduleRoutes
 from router.runtime.schedules import Schedule, compile_schedule
 
 # Christmas Day 2026, a Friday: 10:00 in New York, a US holiday

@@ -31,7 +31,8 @@ from serverutil import reply_problems
 from router import cli
 from router.policy.loader import lint_texts
 from router.runtime.evaluator import evaluate, evaluate_linear, explain
-from router.runtime.model import CRM_STATUSES, Facts, Policy
+from router.runtime.facttypes import CRM_STATUSES, Facts
+from router.runtime.model import Policy
 from router.runtime.replies import TemplateError, render
 from router.server.live import build_live
 from router.server.service import decide

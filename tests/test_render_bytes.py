@@ -15,7 +15,8 @@ import orjson
 import pytest
 
 from router.policy.loader import lint_path, lint_texts, policy_files
-from router.runtime.model import Facts, Policy, Source, Target, Template
+from router.runtime.facttypes import Facts
+from router.runtime.model import Policy, Source, Target, Template
 from router.runtime.replies import TemplateError, render, render_bytes, splice
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from router.policy.loader import lint_texts
-from router.runtime.model import Facts, Policy, Target
+from router.runtime.facttypes import Facts
+from router.runtime.model import Policy, Target
 from router.runtime.replies import TemplateError, choose, render, render_bytes
 
 POLICY = """version: 1

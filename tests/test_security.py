@@ -42,7 +42,7 @@ from router.policy.loader import lint_path, lint_texts
 from router.runtime import phone
 from router.runtime.evaluator import evaluate
 from router.runtime.facts import facts_from_message
-from router.runtime.model import Facts
+from router.runtime.facttypes import Facts
 
 UNAUTHORIZED = {"error": "unauthorized"}
 POLICY = """\

@@ -9,7 +9,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from router.policy.document import Document
-from router.runtime.model import All, AnyOf, Condition, Not, Route, Target
+from router.runtime.conditions import All, AnyOf, Condition, Not
+from router.runtime.model import Route, Target
 from router.runtime.stateconds import CapacityIs, FlagOn, HistoryCalls, HistoryLast
 from router.runtime.statefacts import HISTORY_DEFAULT_S, HISTORY_REFS, StateSettings, parse_duration
 

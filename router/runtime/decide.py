@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 
 from router.runtime.evaluator import evaluate, evaluate_transfer, explain
-from router.runtime.model import Decision, Facts, Policy
+from router.runtime.facttypes import Facts
+from router.runtime.model import Decision, Policy
 from router.runtime.replies import choose, render, render_bytes
 
 # What a caller hears if even the fallback cannot be rendered (it has no templates to fail,

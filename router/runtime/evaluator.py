@@ -11,19 +11,9 @@ import heapq
 from collections.abc import Iterable, Sequence
 
 from router.runtime import phone
-from router.runtime.model import (
-    All,
-    AnyOf,
-    Condition,
-    Decision,
-    Facts,
-    NeedCrm,
-    Not,
-    Policy,
-    Route,
-    RouteIndex,
-    Step,
-)
+from router.runtime.conditions import All, AnyOf, Condition, Not
+from router.runtime.facttypes import Facts, NeedCrm
+from router.runtime.model import Decision, Policy, Route, RouteIndex, Step
 
 _NEED_CRM = Decision(None, None, needs_crm=True)
 _MERGE_ABOVE = 64  # candidates beyond this are merged lazily: the first few usually decide

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from router.runtime import phone
-from router.runtime.model import CrmStatus, Facts
+from router.runtime.facttypes import CrmStatus, Facts
 from router.runtime.sip import is_sip
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from router.runtime.model import CrmStatus
+from router.runtime.facttypes import CrmStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from router.runtime.model import Facts, Target, Template
+from router.runtime.facttypes import Facts
+from router.runtime.model import Target, Template
 from router.runtime.statefacts import EMPTY_STATE
 
 Spliced = tuple[bytes, tuple[tuple[str, str], ...], tuple[int, ...]]

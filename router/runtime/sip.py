@@ -12,7 +12,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from router.runtime.model import Condition, Facts
+from router.runtime.conditions import Condition
+from router.runtime.facttypes import Facts
 
 SCHEMES = ("sip:", "sips:")
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from router.runtime.model import Condition, Facts
+from router.runtime.conditions import Condition
+from router.runtime.facttypes import Facts
 from router.runtime.statefacts import EMPTY_STATE, StateFacts
 
 

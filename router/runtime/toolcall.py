@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
+from router.runtime.conditions import Condition
 from router.runtime.facts import scalar_text
-from router.runtime.model import Condition, Facts
+from router.runtime.facttypes import Facts
 
 ASSISTANT_KEY = "\x00assistant"
 PARAMETER_PREFIX = "\x00parameter:"

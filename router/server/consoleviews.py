@@ -18,7 +18,7 @@ from markupsafe import Markup
 from router.runtime import phone
 from router.runtime.decide import explain_answer
 from router.runtime.facts import facts_from_call, parse_time
-from router.runtime.model import CRM_STATUSES
+from router.runtime.facttypes import CRM_STATUSES
 from router.tools.calendar import map_svg, week_map
 
 

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from router.policy.retired import RETIRED_ON
 from router.runtime.decide import answer_fallback, explain_answer
 from router.runtime.facts import facts_from_call
-from router.runtime.model import CrmStatus
+from router.runtime.facttypes import CrmStatus
 from router.server.http import BodyTooLarge, read_body
 from router.server.service import Outcome, base_facts, decide, lookup_crm
 from router.server.store import PolicyStore

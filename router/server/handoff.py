@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from router.policy.compiler import build_index
+from router.policy.routeindex import build_index
 from router.server.live import Live
 from router.server.service import Outcome
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from router.runtime.decide import Rendered, answer_decision, answer_fallback, evaluate_for, fault_reason
 from router.runtime.facts import facts_from_message
-from router.runtime.model import Decision, Facts, Policy
+from router.runtime.facttypes import Facts
+from router.runtime.model import Decision, Policy
 from router.runtime.records import CrmRecord
 from router.runtime.toolcall import with_tool_call
 from router.server.live import Live

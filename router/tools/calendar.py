@@ -17,7 +17,8 @@ import phonenumbers
 
 from router.runtime import phone
 from router.runtime.decide import evaluate_for
-from router.runtime.model import CrmStatus, Decision, Facts, Policy
+from router.runtime.facttypes import CrmStatus, Facts
+from router.runtime.model import Decision, Policy
 from router.runtime.schedules import effective_hours
 
 CELL_MINUTES = 15

@@ -15,12 +15,13 @@ from typing import Any
 
 from router.crm.clients import FileCrm
 from router.errors import PolicyError, did_you_mean
-from router.policy.compiler import build_index
 from router.policy.document import Document, parse_document
 from router.policy.loader import policy_files
+from router.policy.routeindex import build_index
 from router.runtime.decide import decide, evaluate_for
 from router.runtime.facts import facts_from_call, facts_from_message, lacks_offset, parse_time
-from router.runtime.model import CRM_STATUSES, TARGET_KINDS, Policy
+from router.runtime.facttypes import CRM_STATUSES
+from router.runtime.model import TARGET_KINDS, Policy
 from router.tools.casediff import diff_values
 from router.tools.casestate import STATE_KEYS, case_state, case_state_problems
 from router.tools.coverage import reached_items

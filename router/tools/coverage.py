@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from router.runtime.model import Decision, Facts, Policy, Target
+from router.runtime.facttypes import Facts
+from router.runtime.model import Decision, Policy, Target
 from router.runtime.replies import arms_taken
 
 

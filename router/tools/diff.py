@@ -20,7 +20,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from router.runtime.decide import Answer, decide
-from router.runtime.model import CRM_STATUSES, Facts, Policy
+from router.runtime.facttypes import CRM_STATUSES, Facts
+from router.runtime.model import Policy
 from router.runtime.schedules import Schedule, is_open
 from router.tools.diffkeys import facts_for, outcome_key
 from router.tools.diffspace import (

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from router.runtime.decide import evaluate_for
-from router.runtime.model import Facts, Policy, Target, Template
+from router.runtime.facttypes import Facts
+from router.runtime.model import Policy, Target, Template
 
 
 def facts_for(policy: Policy, facts: Facts) -> Facts:

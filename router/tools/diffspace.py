@@ -20,7 +20,7 @@ from typing import Any
 import phonenumbers
 
 from router.runtime import phone
-from router.runtime.model import (
+from router.runtime.conditions import (
     All,
     Anonymous,
     AnyOf,
@@ -31,14 +31,12 @@ from router.runtime.model import (
     NumberRegex,
     NumberSet,
     NumberType,
-    Open,
     PhoneNumberId,
-    Policy,
     Tags,
-    Target,
-    Template,
     Variable,
 )
+from router.runtime.model import Policy, Target, Template
+from router.runtime.schedconds import Open
 from router.runtime.schedules import Schedule
 
 OTHER = "\x00other"  # a value no condition names

@@ -10,7 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from router.crm.clients import FileCrm
-from router.runtime.model import Facts, Policy
+from router.runtime.facttypes import Facts
+from router.runtime.model import Policy
 
 
 def file_crm(policy: Policy) -> FileCrm | None:

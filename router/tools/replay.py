@@ -21,7 +21,8 @@ from typing import Any
 from router.runtime import phone
 from router.runtime.decide import decide
 from router.runtime.facts import facts_from_message
-from router.runtime.model import CRM_STATUSES, Facts, Policy
+from router.runtime.facttypes import CRM_STATUSES, Facts
+from router.runtime.model import Policy
 from router.tools.offline import file_crm, with_offline_crm
 
 CHANGE_KINDS = ("route", "target", "reply")
