@@ -188,7 +188,7 @@ def test_an_inline_target_is_named_inline(policy: Policy, tmp_path: Path) -> Non
         tmp_path,
         f'cases:\n  - call: {{caller: "+14155550177", at: "{AT}"}}\n    expect: {{target: desk}}\n',
     )
-    assert results[0].failures == ("target: expected desk, got (inline)",)
+    assert results[0].failures == ("target: expected desk, got inline assistantId",)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -33,7 +34,7 @@ class SqliteState:
         if self._db is None:
             db = sqlite3.connect(self.path, timeout=self._timeout_ms / 1000, isolation_level=None)
             try:
-                db.execute("PRAGMA journal_mode=WAL")
+                _set_wal(db, self._timeout_ms)
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("BEGIN IMMEDIATE")
                 for statement in sql.TABLES:
@@ -152,3 +153,21 @@ def _broken(db: sqlite3.Connection) -> bool:
     except sqlite3.Error:
         return True
     return False
+
+
+def _set_wal(db: sqlite3.Connection, timeout_ms: int) -> None:
+    """Switch the file to WAL (state stage, on first open), retrying while another process holds it.
+
+    Changing the journal mode needs an exclusive lock and SQLite does not always run the
+    busy handler for it, so a second process opening the file at the same moment gets an
+    immediate "database is locked"; retry within the same bound as every other call.
+    """
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
