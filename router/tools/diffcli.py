@@ -9,11 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, date, datetime
-from pathlib import Path
 
-from router.policy.loader import lint_path
-from router.runtime.model import Policy
-from router.tools import report
+from router.tools.clicommon import load_or_print
 from router.tools.diff import diff_policies
 from router.tools.diffreport import diff_json, diff_text
 
@@ -32,13 +29,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.set_defaults(func=cmd_diff)
 
 
-def _load(path: str) -> Policy | None:
-    loaded = lint_path(Path(path))
-    if loaded.policy is None:
-        print(report.problems_text(loaded.problems), file=sys.stderr)
-    return loaded.policy
-
-
 def cmd_diff(args: argparse.Namespace) -> int:
     if not 1 <= args.days <= MAX_DAYS:
         print(f"vapi-router diff: --days wants 1 to {MAX_DAYS} days, got {args.days}", file=sys.stderr)
@@ -48,7 +38,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"vapi-router diff: --from wants YYYY-MM-DD, got {args.start!r}", file=sys.stderr)
         return 2
-    old, new = _load(args.old), _load(args.new)
+    old, new = load_or_print(args.old), load_or_print(args.new)
     if old is None or new is None:
         return 2
     result = diff_policies(old, new, start, args.days)
