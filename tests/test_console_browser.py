@@ -20,7 +20,11 @@ from serverutil import ADMIN_TOKEN, Subprocess
 from test_console import STATE_POLICY
 
 webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoAlertPresentException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -87,9 +91,17 @@ def no_script_ran(driver: WebDriver) -> None:
     assert driver.execute_script("return document.documentElement.classList.contains('js')")
 
 
+def wait(driver: WebDriver, seconds: float = 10) -> WebDriverWait[WebDriver]:
+    """A wait that retries while the page navigates: an element found on the old page goes
+    stale when the new one replaces it, which is a retry, not a failure."""
+    return WebDriverWait(
+        driver, seconds, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+    )
+
+
 def find(driver: WebDriver, element_id: str) -> WebElement:
     """The element, once the page that has it has loaded (a click returns before the navigation)."""
-    return WebDriverWait(driver, 10).until(lambda drv: drv.find_element(By.ID, element_id))
+    return wait(driver).until(lambda drv: drv.find_element(By.ID, element_id))
 
 
 def log_in(driver: WebDriver, srv: Subprocess, token: str) -> None:
@@ -119,21 +131,25 @@ def test_the_console_in_chromium(browser: WebDriver, srv: Subprocess) -> None:
         assert "That is not the admin token." in find(d, "login-error").text
         shot(d, "login-wrong-token")
         log_in(d, srv, ADMIN_TOKEN)
-        WebDriverWait(d, 10).until(lambda drv: drv.current_url.endswith("/-/console"))
+        wait(d).until(lambda drv: drv.current_url.endswith("/-/console"))
         assert find(d, "reload-state").text == "ok"
         no_script_ran(d)
         shot(d, "overview")
 
         for page in ("routes", "decisions", "shadow", "flags", "capacity"):
             d.find_element(By.ID, f"nav-{page}").click()
-            WebDriverWait(d, 10).until(lambda drv, p=page: drv.current_url.endswith(f"/-/console/{p}"))
+
+            def on_page(drv: WebDriver, p: str = page) -> bool:
+                return bool(drv.current_url.endswith(f"/-/console/{p}"))
+
+            wait(d).until(on_page)
             no_script_ran(d)
             shot(d, page)
         d.get(f"{srv.base_url}/-/console/decisions")
         assert SCRIPT in find(d, "decisions").text  # shown as text, not run
         assert "+15550000001" not in d.page_source and "+1555*****01" in d.page_source
         Select(d.find_element(By.ID, "route")).select_by_visible_text("block-spam")  # console.js submits
-        WebDriverWait(d, 5).until(lambda drv: "route=block-spam" in drv.current_url)
+        wait(d, 5).until(lambda drv: "route=block-spam" in drv.current_url)
         assert "vip-call" not in find(d, "decisions").text
         shot(d, "decisions-filtered")
 
@@ -230,7 +246,7 @@ def test_a_flag_switched_and_the_pools_in_chromium(
             "overflow",
         ]
         log_in(d, srv, ADMIN_TOKEN)
-        WebDriverWait(d, 10).until(lambda drv: drv.current_url.endswith("/-/console"))
+        wait(d).until(lambda drv: drv.current_url.endswith("/-/console"))
 
         d.find_element(By.ID, "nav-capacity").click()
         row = find(d, "pools").find_element(By.CSS_SELECTOR, 'tr[data-pool="sales"]')
@@ -243,7 +259,7 @@ def test_a_flag_switched_and_the_pools_in_chromium(
 
         d.find_element(By.ID, "nav-flags").click()
         storm = 'article[data-flag="storm"]'
-        form = WebDriverWait(d, 10).until(lambda drv: drv.find_element(By.CSS_SELECTOR, f"{storm} form"))
+        form = wait(d).until(lambda drv: drv.find_element(By.CSS_SELECTOR, f"{storm} form"))
         assert d.find_element(By.CSS_SELECTOR, f"{storm} .state").text == "off"
         shot(d, "flags-policy")
         # the server's own check, past the browser's `required`: a reason is needed
@@ -273,9 +289,7 @@ def test_a_flag_switched_and_the_pools_in_chromium(
         form = d.find_element(By.CSS_SELECTOR, f"{storm} form")
         form.find_element(By.NAME, "reason").send_keys("the storm is over")
         form.find_element(By.CSS_SELECTOR, "button.switch-off").click()
-        WebDriverWait(d, 10).until(
-            lambda drv: drv.find_element(By.CSS_SELECTOR, f"{storm} .state").text == "off"
-        )
+        wait(d).until(lambda drv: drv.find_element(By.CSS_SELECTOR, f"{storm} .state").text == "off")
         assert c.get("/v1/flags", headers=srv.admin()).json()["flags"][0]["on"] is False
         audit = [
             r
