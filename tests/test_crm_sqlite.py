@@ -236,5 +236,19 @@ def test_the_lookups_of_one_turn_of_the_loop_share_one_read_transaction(tmp_path
     asyncio.run(turns())
     writer.execute("BEGIN EXCLUSIVE")  # nothing held once the loop is gone
     writer.execute("ROLLBACK")
+
+    async def two_lookups() -> None:
+        crm.get("+14155550101")
+        crm.get("+14155550102")  # a read transaction until the end of this turn
+        asyncio.get_running_loop().stop()  # ...which never comes: the loop stops first
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(two_lookups())
+    loop.run_forever()
+    assert task.done()
+    loop.close()
+    assert crm.get("+14155550101").status == "ok"  # outside a loop: the stale turn is ended
+    writer.execute("BEGIN EXCLUSIVE")
+    writer.execute("ROLLBACK")
     writer.close()
     crm.close()

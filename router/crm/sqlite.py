@@ -48,21 +48,26 @@ class _Handle:
         self.tags_at = self.columns.index("tags") if "tags" in self.columns else -1
         self.fields = [(i, c) for i, c in enumerate(self.columns) if c not in ("number", "tags")]
         self.cursor = con.cursor()  # one per connection, used by one thread: no cursor per lookup
-        self.turn = False  # a lookup was answered in this turn of the event loop
+        # the loop whose current turn answered a lookup here; end_turn clears it
+        self.turn: asyncio.AbstractEventLoop | None = None
 
     def read(self, number: str) -> tuple[object, ...] | None:
         """The row of `number`; see the module docstring for the read transaction of a turn."""
-        if self.turn:
+        loop = _get_running_loop()
+        if loop is not None and self.turn is loop:
             if not self.con.in_transaction:
                 self.con.execute("BEGIN")
-        elif (loop := _get_running_loop()) is not None:
-            self.turn = True
-            loop.call_soon(self.end_turn)
+        else:
+            if self.turn is not None:  # a loop stopped before its turn's end ran: end it now
+                self.end_turn()
+            if loop is not None:
+                self.turn = loop
+                loop.call_soon(self.end_turn)
         row: tuple[object, ...] | None = self.cursor.execute(_LOOKUP, (number,)).fetchone()
         return row
 
     def end_turn(self) -> None:
-        self.turn = False
+        self.turn = None
         try:
             if self.con.in_transaction:
                 self.con.execute("COMMIT")  # a read transaction: releases the shared lock
