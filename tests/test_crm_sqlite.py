@@ -3,6 +3,7 @@ left alone on any problem, an atomic replace seen without a policy reload, lint 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import time
@@ -184,3 +185,70 @@ def test_serves_from_sqlite_and_picks_up_a_replace(tmp_path: Path) -> None:
             deadline -= 1
             time.sleep(0.05)
         assert deadline, "the replaced database was not picked up within 2.5 s"
+
+
+def test_a_locked_file_is_an_error_at_once_and_the_reply_comes_within_the_deadline(tmp_path: Path) -> None:
+    db = imported(tmp_path)
+    policy = POLICY.replace("tierr", "tier").replace("nmae", "name")
+    crm = SqliteCrm(db)
+    with InProcess(tmp_path, policy) as srv, srv.client() as client:
+        assert srv.post_webhook(client, message("+14155550101")).json()["assistantOverrides"]
+        writer = sqlite3.connect(db, isolation_level=None)
+        writer.execute("BEGIN EXCLUSIVE")  # another process writes the file in place
+        try:
+            start = time.perf_counter()
+            record = crm.get("+14155550101")
+            assert time.perf_counter() - start < 0.1  # not sqlite3's default busy timeout of 5 s
+            assert (record.status, record.reason) == ("error", "SQLite: OperationalError")
+            start = time.perf_counter()
+            reply = srv.post_webhook(client, message("+14155550102"))
+            assert time.perf_counter() - start < 1.0
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
+        assert reply.status_code == 200 and reply.json() == {
+            "assistantId": "2ccabf54-ccd8-4dff-ae93-e830159c8004"  # front-desk: no crm_status ok
+        }
+        assert srv.wait_log(lambda r: r.get("crm_status") == "error")[-1]["fallback_reason"] is None
+    assert crm.get("+14155550101").status == "ok"  # usable again at once
+    crm.close()
+
+
+def test_the_lookups_of_one_turn_of_the_loop_share_one_read_transaction(tmp_path: Path) -> None:
+    db = imported(tmp_path)
+    crm = SqliteCrm(db)
+    writer = sqlite3.connect(db, isolation_level=None, timeout=0)
+
+    async def turns() -> None:
+        assert [crm.get(n).status for n in ("+14155550101", "+14155550102", "+14155550199")] == [
+            "ok",
+            "ok",
+            "not_found",
+        ]
+        with pytest.raises(sqlite3.OperationalError):  # the shared lock is held within the turn
+            writer.execute("BEGIN EXCLUSIVE")
+        await asyncio.sleep(0)  # the turn ends: so does the read transaction
+        writer.execute("BEGIN EXCLUSIVE")
+        writer.execute("UPDATE customers SET tier = 'platinum' WHERE number = '+14155550101'")
+        writer.execute("COMMIT")  # written in place: seen by the next lookup
+        assert [crm.get("+14155550101").fields["tier"] for _ in range(2)] == ["platinum", "platinum"]
+
+    asyncio.run(turns())
+    writer.execute("BEGIN EXCLUSIVE")  # nothing held once the loop is gone
+    writer.execute("ROLLBACK")
+
+    async def two_lookups() -> None:
+        crm.get("+14155550101")
+        crm.get("+14155550102")  # a read transaction until the end of this turn
+        asyncio.get_running_loop().stop()  # ...which never comes: the loop stops first
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(two_lookups())
+    loop.run_forever()
+    assert task.done()
+    loop.close()
+    assert crm.get("+14155550101").status == "ok"  # outside a loop: the stale turn is ended
+    writer.execute("BEGIN EXCLUSIVE")
+    writer.execute("ROLLBACK")
+    writer.close()
+    crm.close()

@@ -203,3 +203,27 @@ def test_every_path_agrees(
         captured.write_text(json.dumps({"message": message}) + "\n")
         [replayed] = replay(policy, captured).results
         assert (replayed.route, replayed.target) == (w_route or "default", w_target or "inline")
+
+
+@pytest.mark.parametrize(("name", "caller", "transfer"), [c[:3] for c in CASES], ids=[c[0] for c in CASES])
+def test_the_service_agrees_when_it_looks_the_caller_up_before_evaluating(
+    policy_dir: Path, tmp_path: Path, name: str, caller: str | None, transfer: bool
+) -> None:
+    # the vip route first: every assistant-request with a caller stops for the CRM at once,
+    # so the service looks the caller up without evaluating first (Live.crm_first)
+    text = POLICY.replace("  - id: blocked\n", "  - id: blocked-later\n", 1)
+    blocked = '  - id: blocked-later\n    when: {caller: "+1900*"}\n    then: {error: "Sorry, no."}\n'
+    text = text.replace(blocked, "").replace("  - id: gold-ab\n", blocked + "  - id: gold-ab\n", 1)
+    (tmp_path / "policy.yaml").write_text(text)
+    (tmp_path / "crm.csv").write_text(CRM)
+    loaded = lint_path(tmp_path)
+    assert loaded.policy is not None, loaded.problems
+    live = build_live(loaded.policy, None, {})
+    assert live.crm_first
+    message = _message(caller, transfer, name)
+    outcome = asyncio.run(service.decide(live, message, started=time.perf_counter(), transfer=transfer))
+    want = _reference(loaded.policy, message, transfer)
+    assert (outcome.route, outcome.target, json.loads(outcome.body), outcome.fallback_reason) == want
+    assert outcome.crm_status == (
+        "not_found" if caller is None else "ok" if caller.endswith(("42", "43", "44", "45")) else "not_found"
+    )

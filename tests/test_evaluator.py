@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router.policy.loader import lint_texts, load_policy
-from router.runtime.evaluator import evaluate, evaluate_linear, evaluate_transfer, explain
+from router.runtime.evaluator import asks_crm_first, evaluate, evaluate_linear, evaluate_transfer, explain
 from router.runtime.facttypes import CrmStatus, Facts
 from router.runtime.model import Decision, Policy
 
@@ -569,3 +569,32 @@ def test_index_on_the_bundled_policy() -> None:
             tags=rng.choice([(), ("vip",)]),
         )
         decide(policy, f)
+
+
+@pytest.mark.parametrize(
+    ("routes", "first"),
+    [
+        ("  - {id: a, when: {tags: [vip]}, then: desk}\n", True),
+        ("  - {id: a, when: {crm: {tier: gold}}, then: desk}\n", True),
+        ("  - {id: a, when: {crm: {tier: gold}, dialled: '+16505550117'}, then: desk}\n", False),  # indexed
+        ("  - {id: a, when: {crm_status: [ok]}, then: desk}\n", True),
+        ("  - {id: a, when: {dialled: '+16505550117', tags: [vip]}, then: desk}\n", False),
+        (
+            "  - {id: a, when: {caller: '+1900*'}, then: desk}\n"
+            "  - {id: b, when: {tags: [vip]}, then: desk}\n",
+            False,
+        ),
+        ("  - {id: a, when: {variables: {lang: es}}, then: desk}\n", False),
+    ],
+)
+def test_asks_crm_first_only_when_every_evaluation_stops_at_route_0(routes: str, first: bool) -> None:
+    policy = load(
+        f"version: 1\n{CRM}targets:\n  desk: {{assistantId: 2ccabf54-ccd8-4dff-ae93-e830159c8004}}\n"
+        f"routes:\n{routes}default: desk\n",
+        allow=("unreachable-route", "shadowed-route"),
+    )
+    assert asks_crm_first(policy.index) is first
+    if first:
+        for caller in ("+14155550101", "+19005550100", None):
+            facts = Facts(caller=caller, dialled="+16505550117", at=datetime(2026, 1, 5, 15, tzinfo=UTC))
+            assert evaluate(policy, facts).needs_crm

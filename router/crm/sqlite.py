@@ -1,12 +1,23 @@
 """The SQLite CRM (I/O edge): a `customers` table keyed by E.164 number, read-only, per thread.
 
-A lookup is one indexed read (~20 µs) answered inline, so the server never waits on a task
+A lookup is one indexed read (~3-5 µs) answered inline, so the server never waits on a task
 for it. `vapi-router crm import` replaces the file atomically (rename); the new file is
 seen within `check_interval_s`, without a policy reload.
+
+Reading a rollback-journal database outside a transaction locks and unlocks the file and
+checks it for a hot journal and a change on every statement: seven system calls, about
+2 µs of a 5 µs lookup. On an event loop, the lookups of one turn of the loop share one read
+transaction instead: the first is read on its own, the second begins the transaction, and
+a callback at the end of the turn (`call_soon`) ends it. Every lookup still reads a
+committed state of the file, as new as the turn it is answered in, and a writer of the
+file in place waits at most one turn of the loop for the shared lock. A file locked by such
+a writer is never waited for (the busy timeout is 0): the lookup is an `error` at once,
+rather than the loop stalled for the default busy timeout of 5 s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import threading
@@ -19,12 +30,14 @@ from router.runtime.facts import scalar_text
 from router.runtime.records import NOT_FOUND, CrmRecord
 
 CHECK_INTERVAL_S = 1.0  # how often a lookup may stat the file to see an atomic replace
+_LOOKUP = f"SELECT * FROM {TABLE} WHERE number = ?"
+_get_running_loop = asyncio._get_running_loop  # None outside a loop, without raising
 
 
 class _Handle:
-    """One thread's connection and the file identity it was opened on."""
+    """One thread's connection, the file identity it was opened on, and its turn of the loop."""
 
-    __slots__ = ("checked", "columns", "con", "fields", "identity", "tags_at")
+    __slots__ = ("checked", "columns", "con", "cursor", "fields", "identity", "tags_at", "turn")
 
     def __init__(self, con: sqlite3.Connection, identity: tuple[int, int, int], now: float) -> None:
         self.con = con
@@ -34,6 +47,32 @@ class _Handle:
         self.columns = [d[0] for d in cursor.description]
         self.tags_at = self.columns.index("tags") if "tags" in self.columns else -1
         self.fields = [(i, c) for i, c in enumerate(self.columns) if c not in ("number", "tags")]
+        self.cursor = con.cursor()  # one per connection, used by one thread: no cursor per lookup
+        # the loop whose current turn answered a lookup here; end_turn clears it
+        self.turn: asyncio.AbstractEventLoop | None = None
+
+    def read(self, number: str) -> tuple[object, ...] | None:
+        """The row of `number`; see the module docstring for the read transaction of a turn."""
+        loop = _get_running_loop()
+        if loop is not None and self.turn is loop:
+            if not self.con.in_transaction:
+                self.con.execute("BEGIN")
+        else:
+            if self.turn is not None:  # a loop stopped before its turn's end ran: end it now
+                self.end_turn()
+            if loop is not None:
+                self.turn = loop
+                loop.call_soon(self.end_turn)
+        row: tuple[object, ...] | None = self.cursor.execute(_LOOKUP, (number,)).fetchone()
+        return row
+
+    def end_turn(self) -> None:
+        self.turn = None
+        try:
+            if self.con.in_transaction:
+                self.con.execute("COMMIT")  # a read transaction: releases the shared lock
+        except sqlite3.Error:  # closed meanwhile (the file was replaced): nothing is held
+            pass
 
 
 def _identity(path: Path) -> tuple[int, int, int]:
@@ -62,7 +101,9 @@ class SqliteCrm:
 
     def _open(self) -> _Handle:
         identity = _identity(self.path)
-        handle = _Handle(open_readonly(self.path), identity, self._clock())
+        con = open_readonly(self.path)
+        con.execute("PRAGMA busy_timeout = 0")  # a locked file is an error now, not a stalled loop
+        handle = _Handle(con, identity, self._clock())
         with self._lock:
             self._handles.append(handle)
         return handle
@@ -99,7 +140,7 @@ class SqliteCrm:
         start = time.perf_counter()
         try:
             handle = self._handle()
-            row = handle.con.execute(f"SELECT * FROM {TABLE} WHERE number = ?", (number,)).fetchone()
+            row = handle.read(number)
         except (OSError, sqlite3.Error) as exc:
             return CrmRecord("error", reason=f"SQLite: {type(exc).__name__}", ms=_ms(start))
         if row is None:
@@ -115,7 +156,7 @@ class SqliteCrm:
                     fields[name] = value
             elif value is not None and (text := scalar_text(value)):
                 fields[name] = text
-        return CrmRecord("ok", tags, fields, ms=_ms(start))
+        return CrmRecord("ok", tags, fields, _ms(start))
 
     cached = get  # always at hand: one indexed read, answered inline
 

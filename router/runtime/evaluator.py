@@ -11,7 +11,7 @@ import heapq
 from collections.abc import Iterable, Sequence
 
 from router.runtime import phone
-from router.runtime.conditions import All, AnyOf, Condition, Not
+from router.runtime.conditions import All, AnyOf, Condition, CrmField, CrmStatusIs, Not, Tags
 from router.runtime.facttypes import Facts, NeedCrm
 from router.runtime.model import Decision, Policy, Route, RouteIndex, Step
 
@@ -78,6 +78,19 @@ def first_match(routes: Sequence[Route], index: RouteIndex, facts: Facts) -> Dec
     except NeedCrm:
         return _NEED_CRM
     return None
+
+
+def asks_crm_first(index: RouteIndex) -> bool:
+    """Whether every evaluation of a call whose CRM facts are not in yet stops at once for the
+    lookup: the route at position 0 is offered for every such call (no index key, or a tag
+    route: before the lookup every tag route is offered) and what it still tests begins
+    with a CRM fact, which raises NeedCrm. The server then looks the caller up without
+    evaluating first: the same decision, one evaluation fewer."""
+    if not index.residual or not (index.always[:1] == (0,) or index.tag_routes[:1] == (0,)):
+        return False
+    rest = index.residual[0]
+    first = rest.parts[0] if isinstance(rest, All) and rest.parts else rest
+    return isinstance(first, Tags | CrmField | CrmStatusIs)
 
 
 def evaluate(policy: Policy, facts: Facts) -> Decision:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from router.crm.clients import CrmClient, FileCrm, HttpCrm
 from router.policy.compiler import target_reads_crm
+from router.runtime.evaluator import asks_crm_first
 from router.runtime.model import Policy, Target
 from router.state.base import StateStore
 from router.state.make import make_state
@@ -27,6 +28,8 @@ class Live:
     crm_targets: frozenset[int] = field(default_factory=frozenset)  # id() of targets whose reply reads CRM
     crm_stamp: tuple[int, int] | None = None  # the embedded CRM file's (mtime, size) when it was read
     state: StateStore | None = None  # live call state (DESIGN §13); None: the policy reads none
+    # every assistant-request with a caller stops for the CRM at route 0 (asks_crm_first)
+    crm_first: bool = False
 
     def reads_crm(self, target: Target) -> bool:
         return id(target) in self.crm_targets
@@ -112,7 +115,9 @@ def build_live(policy: Policy, previous: Live | None, env: Mapping[str, str]) ->
     # Routes share named targets: test each distinct target once, not once per route.
     distinct = {id(t): t for t in _all_targets(policy)}
     crm_targets = frozenset(i for i, t in distinct.items() if target_reads_crm(t))
-    return Live(policy, crm, time.time(), crm_targets, stamp, _state_for(policy, previous, env))
+    state = _state_for(policy, previous, env)
+    first = crm is not None and asks_crm_first(policy.index)
+    return Live(policy, crm, time.time(), crm_targets, stamp, state, first)
 
 
 def _state_for(policy: Policy, previous: Live | None, env: Mapping[str, str]) -> StateStore | None:

@@ -111,6 +111,8 @@ def decide_now(
         facts = base_facts(policy, message)
         if transfer:  # the tool call's arguments and asking assistant (DESIGN §9)
             facts = with_tool_call(facts, message)
+        elif live.crm_first and facts.crm_status is None:  # an evaluation now would stop for it
+            return _with_crm(live, facts, started, transfer)
         t = time.perf_counter_ns()
         decision: Decision = evaluate_for(policy, facts, transfer=transfer)
         eval_ns = time.perf_counter_ns() - t
@@ -119,10 +121,22 @@ def decide_now(
         )
         if not needs:
             return _outcome_of(live, facts, decision, None, eval_ns, transfer)
+        return _with_crm(live, facts, started, transfer, eval_ns)
+    except Exception as exc:
+        return _failed(live, facts, record, eval_ns, exc, transfer)
+
+
+def _with_crm(
+    live: Live, facts: Facts, started: float, transfer: bool, eval_ns: int = 0
+) -> Outcome | Pending:
+    """decide_now once it needs the caller's CRM record: routed on it when it is at hand
+    (the file and SQLite CRMs, a cached record), else Pending. Never raises."""
+    record: CrmRecord | None = None
+    try:
         assert live.crm is not None and facts.caller is not None
         record = live.crm.cached(facts.caller)
         if record is None:
-            deadline = started + policy.settings.deadline_ms / 1000
+            deadline = started + live.policy.settings.deadline_ms / 1000
             return Pending(live, facts, deadline, eval_ns, transfer)
         facts = facts.with_crm(record.status, record.tags, record.fields)
         return _route(live, facts, record, eval_ns, transfer)
