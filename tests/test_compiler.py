@@ -129,6 +129,26 @@ def test_tags_needing_all_are_indexed_under_the_rarest() -> None:
     assert policy.index.tags == {"rare": (0,), "common": (1, 2), "other": (2,)}
 
 
+@pytest.mark.parametrize(
+    ("countries", "codes"),
+    [
+        pytest.param("GB", {"44"}, id="one-region-of-a-shared-code"),
+        pytest.param("[GB, FR]", {"44", "33"}, id="two-codes"),
+        pytest.param("[US, CA]", {"1"}, id="nanp-regions-one-code"),
+        pytest.param("JE", {"44"}, id="crown-dependency"),
+        pytest.param("[IT, VA]", {"39"}, id="vatican-shares-39"),
+    ],
+)
+def test_caller_country_codes_of_the_routed_regions(countries: str, codes: set[str]) -> None:
+    """A caller whose calling code is not in this set is in none of the routed countries,
+    so the evaluator skips its country lookup (router.runtime.evaluator.candidates)."""
+    assert one_route(f"{{caller: {{country: {countries}}}}}").index.caller_country_codes == codes
+
+
+def test_no_caller_country_codes_without_caller_country_routes() -> None:
+    assert one_route("{dialled: {country: US}}").index.caller_country_codes == frozenset()
+
+
 def test_residual_is_what_the_index_key_leaves() -> None:
     policy = load(
         HEAD + OFFICE + "routes:\n"

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router.policy.loader import lint_texts, load_policy
+from router.runtime import phone
 from router.runtime.evaluator import asks_crm_first, evaluate, evaluate_linear, evaluate_transfer, explain
 from router.runtime.facttypes import CrmStatus, Facts
 from router.runtime.model import Decision, Policy
@@ -598,3 +599,43 @@ def test_asks_crm_first_only_when_every_evaluation_stops_at_route_0(routes: str,
         for caller in ("+14155550101", "+19005550100", None):
             facts = Facts(caller=caller, dialled="+16505550117", at=datetime(2026, 1, 5, 15, tzinfo=UTC))
             assert evaluate(policy, facts).needs_crm
+
+
+# Callers of several calling codes, some of them sharing a code with a routed country.
+FRESH_CALLERS = [
+    GB,
+    "+447400123456",  # GB mobile
+    "+441534123456",  # JE, code 44
+    FR_MOBILE,
+    MX,
+    "+14155550142",
+    "+16135550142",  # CA
+    "+18765550142",  # JM, a NANP region
+    "+390669812345",  # VA by leading digits, code 39
+    "+420601123456",
+    "+35387123456",
+    "+80012345678",  # non-geographic
+    "+999123456",  # no such code
+    "+4420",  # too short: not placed
+]
+
+
+@pytest.mark.parametrize("caller", FRESH_CALLERS)
+def test_country_routes_decide_a_just_normalised_caller_as_the_scan(caller: str) -> None:
+    """evaluate skips the country lookup of a caller normalise has just split (phone.SPLITS)
+    when its calling code has no routed region: the same decisions as the scan."""
+    for countries in ("GB", "[FR, MX]", "US", "[CA, JM]", "VA", "[IT, JE]", "[DE, CZ]"):
+        policy = load(
+            policy_text(
+                [
+                    f"{{id: c, when: {{caller: {{country: {countries}}}}}, then: {{assistantId: a}}}}",
+                    '{id: p, when: {caller: "+1*"}, then: {assistantId: b}}',
+                ]
+            )
+        )
+        phone.clear_caches()
+        e164 = phone.normalise(caller)
+        assert (e164 in phone.SPLITS) is (e164 == caller and caller != "+4420")
+        f = facts(caller=caller, crm_status="ok")
+        fast, slow = evaluate(policy, f), evaluate_linear(policy, f)
+        assert (route_id(fast), fast.target) == (route_id(slow), slow.target), countries

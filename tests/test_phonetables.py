@@ -150,7 +150,7 @@ def test_country_and_type_through_normalise_agree_with_phonenumbers() -> None:
         e164 = phone.normalise(text, region)
         if e164 is None:
             continue
-        shared += e164 in phone._SPLITS
+        shared += e164 in phone.SPLITS
         want_region, want_type = _reference_place(e164)
         want_country = want_region if want_region in phonenumbers.SUPPORTED_REGIONS else None
         got = (phone.country_of(e164), phone.type_of(e164))
@@ -165,9 +165,9 @@ def test_the_shared_split_stays_small() -> None:
     phone.clear_caches()
     for k in range(1000):
         phone.normalise(f"+1650555{k:04d}")
-    assert 0 < len(phone._SPLITS) <= phone._SPLITS_MAX
+    assert 0 < len(phone.SPLITS) <= phone._SPLITS_MAX
     phone.clear_caches()
-    assert not phone._SPLITS
+    assert not phone.SPLITS
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,16 @@ it uses. A failure here means: the adapter needs work for this uvicorn (see its 
 from __future__ import annotations
 
 import inspect
+from types import SimpleNamespace
 
+import pytest
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from router.server import uvicorn_adapter
+from router.server.connguard import BODY, HEAD
+from router.server.fasthttp import WebhookProtocol
 
 ADAPTER_NEEDS_WORK = "router/server/uvicorn_adapter.py needs work for uvicorn " + uvicorn.__version__
 
@@ -77,3 +81,28 @@ def test_only_the_adapter_imports_uvicorn_internals() -> None:
         and p.name != "uvicorn_adapter.py"
     )
     assert users == [], f"uvicorn internals outside the adapter: {users}"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        pytest.param(b"Content-Type", b"application/json", id="plain"),
+        pytest.param(b"X-VAPI-SECRET", b"s3cret \t ", id="trailing-ows"),
+        pytest.param(b"Expect", b"100-Continue", id="expect-100"),
+        pytest.param(b"expect", b"100-continue\t", id="expect-100-ows"),
+        pytest.param(b"Expect", b"200-ok", id="other-expect"),
+        pytest.param(b"Host", b" a.example ", id="leading-ows-kept"),
+        pytest.param(b"X-Empty", b"", id="empty"),
+    ],
+)
+def test_the_fast_paths_on_header_is_uvicorns(name: bytes, value: bytes) -> None:
+    """WebhookProtocol.on_header repeats uvicorn's instead of calling it (it runs per header):
+    the same headers and Expect flag, and nothing after the body's start (trailers)."""
+    theirs = SimpleNamespace(headers=[], expect_100_continue=False)
+    ours = SimpleNamespace(headers=[], expect_100_continue=False, guard_phase=HEAD)
+    HttpToolsProtocol.on_header(theirs, name, value)  # type: ignore[arg-type]
+    WebhookProtocol.on_header(ours, name, value)  # type: ignore[arg-type]
+    assert (ours.headers, ours.expect_100_continue) == (theirs.headers, theirs.expect_100_continue)
+    ours.guard_phase = BODY
+    WebhookProtocol.on_header(ours, name, value)  # type: ignore[arg-type]
+    assert ours.headers == theirs.headers

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 
+from router.runtime import phone
 from router.runtime.conditions import (
     All,
     Always,
@@ -85,6 +86,7 @@ def build_index(routes: Sequence[Route]) -> RouteIndex:
         caller_prefix=freeze(cp),
         caller_prefix_lengths=tuple(sorted({len(p) for p in cp})),
         caller_country=freeze(cc),
+        caller_country_codes=frozenset(code for region in cc for code in phone.calling_codes(region)),
         dialled_exact=freeze(de),
         dialled_prefix=freeze(dp),
         dialled_prefix_lengths=tuple(sorted({len(p) for p in dp})),

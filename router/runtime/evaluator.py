@@ -35,7 +35,13 @@ def candidates(index: RouteIndex, facts: Facts) -> Iterable[int]:
         for n in index.caller_prefix_lengths:
             if (x := index.caller_prefix.get(c[:n])) is not None:
                 found.append(x)
-        if index.caller_country and (x := index.caller_country.get(phone.country_of(c) or "")) is not None:
+        # the country only when the caller's calling code, if known, has a routed region
+        codes = index.caller_country_codes
+        if (
+            codes
+            and ((split := phone.SPLITS.get(c)) is None or split[0].code in codes)
+            and (x := index.caller_country.get(phone.country_of(c) or "")) is not None
+        ):
             found.append(x)
     d = facts.dialled
     if d is not None:

@@ -36,7 +36,7 @@ def _child(obj: Any, key: str) -> Any:
 def _text(value: Any) -> str | None:
     if type(value) is str:  # nearly always
         return value
-    if isinstance(value, bool):
+    if value is None or isinstance(value, bool):  # None: an absent field (sipUri, mostly)
         return None
     return scalar_text(value)
 

@@ -150,6 +150,8 @@ class RouteIndex:
     caller_prefix: Mapping[str, tuple[int, ...]]
     caller_prefix_lengths: tuple[int, ...]
     caller_country: Mapping[str, tuple[int, ...]]
+    # the calling codes of caller_country's regions: a caller of another code is in none
+    caller_country_codes: frozenset[str]
     dialled_exact: Mapping[str, tuple[int, ...]]
     dialled_prefix: Mapping[str, tuple[int, ...]]
     dialled_prefix_lengths: tuple[int, ...]

@@ -56,13 +56,21 @@ def normalise(text: str, region: str | None = None) -> str | None:
 
 # The split (calling code, national number) of the last few numbers that arrived in their
 # E.164 form, by that form: country_of and type_of of the same call read it instead of
-# splitting the number again. Any entry is right for its key (the split of `+digits` is
+# splitting the number again, and the evaluator its calling code (a caller's country is a
+# region of that code, or none). Any entry is right for its key (the split of `+digits` is
 # the split of those digits), so the table only needs bounding, not invalidating.
-_SPLITS: dict[str, tuple[phonetables.CallingCode, str]] = {}
+SPLITS: dict[str, tuple[phonetables.CallingCode, str]] = {}
 _SPLITS_MAX = 64
+# Numbers seen lately. The tables place a number in about a microsecond, so their cache is
+# kept small enough to stay in the CPU's caches: with mostly first-time callers (DESIGN §15)
+# a large one costs every new caller cache misses on insert and eviction (~1.3 µs a call at
+# 65,536 entries) and saves a repeat caller little. phonenumbers' road costs tens of µs a
+# number, so its cache stays large.
+_RECENT = 4096
+_RECENT_PARSED = 65536
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=_RECENT)
 def _placed(text: str) -> str | None:
     """The tables' E.164 form of `text`; None when they leave it undecided."""
     found = phonetables.place(text)
@@ -70,13 +78,13 @@ def _placed(text: str) -> str | None:
         return None
     e164, table, national = found
     if e164 is text:
-        if len(_SPLITS) >= _SPLITS_MAX:
-            _SPLITS.clear()
-        _SPLITS[e164] = (table, national)
+        if len(SPLITS) >= _SPLITS_MAX:
+            SPLITS.clear()
+        SPLITS[e164] = (table, national)
     return e164
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=_RECENT_PARSED)
 def _parsed(text: str, region: str | None) -> str | None:
     return parsed_e164(text, region)
 
@@ -89,10 +97,10 @@ def parsed_e164(text: str, region: str | None) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=_RECENT)
 def country_of(e164: str) -> str | None:
     """ISO 3166 alpha-2 region of an E.164 number ('US'), None when unassigned."""
-    found = _SPLITS.get(e164) or phonetables.split_e164(e164)
+    found = SPLITS.get(e164) or phonetables.split_e164(e164)
     region = found[0].region_of(found[1]) if found is not None else None
     if region is None:
         number = _parse(e164, None)
@@ -103,10 +111,10 @@ def country_of(e164: str) -> str | None:
     return region if region in _SUPPORTED else None
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=_RECENT)
 def type_of(e164: str) -> str:
     """The number type ('mobile', 'fixed_line', 'toll_free', ...), 'unknown' when not known."""
-    found = _SPLITS.get(e164) or phonetables.split_e164(e164)
+    found = SPLITS.get(e164) or phonetables.split_e164(e164)
     if found is not None:
         return found[0].type_of(found[1])
     number = _parse(e164, None)
@@ -115,11 +123,18 @@ def type_of(e164: str) -> str:
     return _TYPE_NAMES.get(phonenumbers.number_type(number), "unknown")
 
 
+def calling_codes(region: str) -> frozenset[str]:
+    """The country calling codes under which phonenumbers lists `region` ({'44'} for GB)."""
+    return frozenset(
+        str(cc) for cc, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items() if region in regions
+    )
+
+
 def clear_caches() -> None:
     """Forget every number seen (benchmarks of first-time callers)."""
     _placed.cache_clear()
     _parsed.cache_clear()
-    _SPLITS.clear()
+    SPLITS.clear()
     country_of.cache_clear()
     type_of.cache_clear()
 

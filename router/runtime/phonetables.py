@@ -201,6 +201,16 @@ def place(text: str) -> tuple[str, CallingCode, str] | None:
     """(E.164 form, calling code, national number) of a possible number written `+<digits>`
     or `00<digits>`, with any of ` -.()` between the digits; None when undecided (not a
     proof that there is none)."""
+    digits = text[1:]
+    if text[:1] == "+" and digits.isdigit() and digits.isascii() and len(text) <= _MAX_RAW:
+        # the E.164 form (nearly every caller): nothing to strip, rewrite or remove
+        found = split(digits)
+        if found is None or len(found[1]) not in found[0].possible:
+            return None
+        table, national = found
+        if len(digits) == len(table.code) + len(national):
+            return text, table, national  # the same string keeps its hash, computed by the cache
+        return "+" + table.code + national, table, national
     raw = text.strip()
     if len(raw) > _MAX_RAW:
         return None

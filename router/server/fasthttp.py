@@ -208,7 +208,13 @@ class WebhookProtocol(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.guard_phase == BODY:  # a chunked body's trailer: never a header (RFC 9110 §6.5.1)
             return
-        super().on_header(name, value)
+        # uvicorn's own body, not a call to it: four or more calls per request (checked
+        # against uvicorn's in tests/test_uvicorn_adapter.py)
+        name = name.lower()
+        value = value.rstrip(b" \t")
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.guard_phase, self.guard_since = BODY, self._guard.now
