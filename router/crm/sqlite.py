@@ -31,7 +31,6 @@ from router.runtime.records import NOT_FOUND, CrmRecord
 
 CHECK_INTERVAL_S = 1.0  # how often a lookup may stat the file to see an atomic replace
 _LOOKUP = f"SELECT * FROM {TABLE} WHERE number = ?"
-_get_running_loop = asyncio._get_running_loop  # None outside a loop, without raising
 
 
 class _Handle:
@@ -53,7 +52,10 @@ class _Handle:
 
     def read(self, number: str) -> tuple[object, ...] | None:
         """The row of `number`; see the module docstring for the read transaction of a turn."""
-        loop = _get_running_loop()
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (the CLI): each lookup reads on its own
+            loop = None
         if loop is not None and self.turn is loop:
             if not self.con.in_transaction:
                 self.con.execute("BEGIN")
