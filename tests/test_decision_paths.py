@@ -202,7 +202,12 @@ def test_every_path_agrees(
         captured = tmp_path / "calls.jsonl"
         captured.write_text(json.dumps({"message": message}) + "\n")
         [replayed] = replay(policy, captured).results
-        assert (replayed.route, replayed.target) == (w_route or "default", w_target or "inline")
+        assert (replayed.route, replayed.target, json.loads(replayed.body), replayed.fallback_reason) == (
+            w_route or "default",
+            w_target or "inline",
+            w_reply,
+            w_reason,
+        )
 
 
 @pytest.mark.parametrize(("name", "caller", "transfer"), [c[:3] for c in CASES], ids=[c[0] for c in CASES])

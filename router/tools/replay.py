@@ -40,6 +40,7 @@ class Replayed:
     other_route: str | None = None
     other_target: str | None = None
     other_body: bytes | None = None
+    fallback_reason: str | None = None  # why the fallback answered, as the decision log says
 
     @property
     def change(self) -> str | None:
@@ -114,13 +115,13 @@ class _Decider:
 
     def decide(
         self, message: Mapping[str, Any], crm: Mapping[str, Any] | None
-    ) -> tuple[str, str, bytes, Facts]:
+    ) -> tuple[str, str, bytes, Facts, str | None]:
         p = self.policy
         facts = facts_from_message(message, region=p.settings.region, now=datetime.now(UTC))
         seen = captured_facts(facts, crm) if crm is not None and p.crm is not None else None
         facts = seen if seen is not None else with_offline_crm(p, facts, self.crm)
         answer = decide(p, facts)
-        return answer.route or "default", answer.target or INLINE, answer.body, facts
+        return answer.route or "default", answer.target or INLINE, answer.body, facts, answer.fallback_reason
 
 
 def replay(policy: Policy, requests: Path, against: Policy | None = None) -> ReplayReport:
@@ -133,14 +134,25 @@ def replay(policy: Policy, requests: Path, against: Policy | None = None) -> Rep
             report.skipped.append((line, item))
             continue
         message, crm = item
-        route, target, body, facts = live.decide(message, crm)
+        route, target, body, facts, reason = live.decide(message, crm)
         call = message.get("call")
         call_id = call.get("id") if isinstance(call, dict) and isinstance(call.get("id"), str) else None
         o_route = o_target = o_body = None
         if other is not None:
-            o_route, o_target, o_body, _ = other.decide(message, crm)
+            o_route, o_target, o_body, _, _ = other.decide(message, crm)
         report.results.append(
-            Replayed(line, call_id, phone.mask(facts.caller), route, target, body, o_route, o_target, o_body)
+            Replayed(
+                line,
+                call_id,
+                phone.mask(facts.caller),
+                route,
+                target,
+                body,
+                o_route,
+                o_target,
+                o_body,
+                reason,
+            )
         )
     return report
 
