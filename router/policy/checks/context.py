@@ -49,6 +49,9 @@ class Context:
     lists: dict[str, tuple[Where, Any]] = field(default_factory=dict)
     routes: list[tuple[Where, dict[str, Any], str]] = field(default_factory=list)  # (where, raw, section)
     problems: list[PolicyError] = field(default_factory=list)
+    # every check walks the targets and conditions: walked once (the set no longer changes)
+    _targets: list[tuple[Where, Any, str]] | None = field(default=None, repr=False, compare=False)
+    _conditions: list[tuple[Where, dict[str, Any]]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def region(self) -> str | None:
@@ -62,6 +65,11 @@ class Context:
 
     def all_targets(self) -> Iterator[tuple[Where, Any, str]]:
         """Every target position as (where, raw, context): route, transfer, named or default."""
+        if self._targets is None:
+            self._targets = list(self._walk_targets())
+        return iter(self._targets)
+
+    def _walk_targets(self) -> Iterator[tuple[Where, Any, str]]:
         for w, raw in self.targets.values():
             yield from walk_target(w, raw, "named")
         if self.default:
@@ -74,6 +82,12 @@ class Context:
                 yield from walk_target(w.at("then"), raw["then"], CONTEXTS[section])
 
     def conditions(self) -> Iterator[tuple[Where, dict[str, Any]]]:
+        """Every condition position as (where, raw), nested ones too."""
+        if self._conditions is None:
+            self._conditions = list(self._walk_conditions())
+        return iter(self._conditions)
+
+    def _walk_conditions(self) -> Iterator[tuple[Where, dict[str, Any]]]:
         for w, raw, _ in self.routes:
             if isinstance(raw.get("when"), dict):
                 yield from _walk_condition(w.at("when"), raw["when"])
