@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from serverutil import InProcess, metric, payload, reply_problems, run_serve
+from serverutil import InProcess, Subprocess, metric, payload, reply_problems, run_serve
 
 POLICY = """\
 version: 1
@@ -170,3 +170,25 @@ def test_serve_with_workers_refuses_in_process_state(tmp_path: Path) -> None:
     )
     assert result.returncode == 3
     assert "with in-process state" in result.stderr and "state: {sqlite: state.db}" in result.stderr
+
+
+def test_a_reload_under_workers_refuses_in_process_state(tmp_path: Path) -> None:
+    """What serve refuses at start-up a hot reload must not let in: two workers would each
+    keep their own flags and pools. The reload fails with a positioned problem and the
+    workers keep answering with the policy they had."""
+    plain = "version: 1\ntargets:\n  desk: {assistantId: desk-assistant}\ndefault: desk\n"
+    with Subprocess(tmp_path, plain, args=("--workers", "2")) as srv, srv.client() as c:
+        srv.policy_path.write_text(POLICY.replace("STATE", ""), encoding="utf-8")
+        refused = c.post("/-/reload", headers=srv.admin())
+        assert refused.status_code == 422, refused.text
+        (problem,) = refused.json()["problems"]
+        assert (problem["line"], problem["code"]) == (4, "state-workers")  # at `capacity:`
+        assert "with in-process state" in problem["message"]
+        ready = c.get("/readyz").json()
+        assert ready["last_reload_ok"] is False and ready["problems"] == [problem]
+        assert srv.post_webhook(c, request("w1")).json() == {"assistantId": "desk-assistant"}
+
+        shared = POLICY.replace("STATE", "state: {sqlite: state.db}")
+        srv.policy_path.write_text(shared, encoding="utf-8")
+        assert c.post("/-/reload", headers=srv.admin()).status_code == 200
+        assert srv.post_webhook(c, request("w2")).json()["assistantId"] == "sales-assistant"

@@ -61,7 +61,7 @@ class ServeOptions:
 def build_server(options: ServeOptions, env: dict[str, str] | None = None) -> Server:
     env = dict(os.environ) if env is None else env
     auth = AuthConfig.from_env(env)
-    store = PolicyStore(Path(options.policy), env=env)
+    store = PolicyStore(Path(options.policy), env=env, workers=options.workers)
     shadow = PolicyStore(Path(options.shadow), env=env) if options.shadow else None
     server = Server(
         store=store,

@@ -27,6 +27,7 @@ from router.policy.loader import Loaded, lint_path, lint_texts, read_texts
 from router.runtime.model import Policy
 from router.server.live import Live, build_live, close_later, crm_stamp
 from router.server.reloadchild import check_in_child, gc_paused, prompt_handover
+from router.server.statecall import workers_refusal
 
 log = logging.getLogger("router.server.store")
 
@@ -51,13 +52,16 @@ class PolicyStore:
         on_change: Callable[[PolicyStore, ReloadResult], None] | None = None,
         checker: Callable[[list[tuple[str, str]]], bytes | None] | None = None,
         compiler: Callable[..., Policy] = compile_policy,
+        workers: int = 1,
     ) -> None:
         """`checker`: the reload's check (default: check_in_child, a forked process);
         `compiler`: Documents -> Policy. Both injectable, so tests observe or break them
-        without reaching into this module."""
+        without reaching into this module. `workers`: `serve --workers`; a policy whose
+        live call state the workers would keep apart fails to load, as at start-up."""
         self.path = path
         self.checker = checker if checker is not None else check_in_child
         self.compiler = compiler
+        self.workers = workers
         self.env: Mapping[str, str] = env if env is not None else os.environ
         self.loader = loader
         self.on_change = on_change
@@ -71,6 +75,9 @@ class PolicyStore:
     def _build(self, loaded: Loaded) -> Live | Exception | None:
         if loaded.policy is None:
             return None
+        refusal = workers_refusal(loaded.policy, self.workers)
+        if refusal:  # serve refuses this at start-up; a reload must not let it in either
+            return _state_problem(loaded, refusal)
         try:
             return build_live(loaded.policy, self.live, self.env)
         except Exception as exc:  # a CRM file or env variable that cannot be used
@@ -93,6 +100,8 @@ class PolicyStore:
         else:
             if reported:
                 problems = reported
+            elif isinstance(built, PolicyError):
+                problems = (built,)
             elif isinstance(built, Exception):
                 problems = (_crm_problem(loaded, built),)
             else:
@@ -194,6 +203,14 @@ def _current(path: Path, loaded: Loaded) -> bool:
         return loaded.policy is not None and version_of(read_texts(path)) == loaded.version
     except PolicyError:
         return False
+
+
+def _state_problem(loaded: Loaded, why: str) -> PolicyError:
+    for section in ("state", "capacity", "flags"):
+        for doc in loaded.docs:
+            if isinstance(doc.data, dict) and section in doc.data:
+                return doc.error(f"/{section}", why, "state-workers", key=True)
+    return PolicyError(str(loaded.docs[0].file if loaded.docs else "?"), 1, 1, why, "state-workers")
 
 
 def _crm_problem(loaded: Loaded, exc: Exception) -> PolicyError:
