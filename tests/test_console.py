@@ -428,3 +428,51 @@ def test_flags_and_capacity_say_what_the_policy_lacks(srv: InProcess, tmp_path: 
         with closing(client):
             assert 'id="no-flags"' in client.get("/-/console/flags").text
             assert 'data-pool="sales"' in client.get("/-/console/capacity").text
+
+
+SHADOW_LIVE = "version: 1\ndefault: {assistantId: live-default}\n"
+SHADOW_CANDIDATE = """\
+version: 1
+routes:
+  - id: us-new
+    when: {caller: "+1*"}
+    then: {assistantId: candidate-us}
+default: {assistantId: live-default}
+"""
+
+
+def test_the_overview_shows_a_failed_reload_with_its_positions(tmp_path: Path) -> None:
+    with InProcess(tmp_path, SHADOW_LIVE) as srv, srv.client() as hook:
+        srv.policy_path.write_text("version: 1\ndefault: {assistantId: x}\nroutes: [oops\n", encoding="utf-8")
+        refused = hook.post("/-/reload", headers=srv.admin())
+        assert refused.status_code == 422
+        [error] = refused.json()["errors"]
+        client, _ = login(srv)
+        with closing(client):
+            page = client.get("/-/console")
+            assert page.status_code == 200
+            assert re.search(r'id="reload-state">failed<', page.text)
+            where, _, rest = error.partition(": error: ")
+            assert where.startswith(f"{srv.policy_path}:3:") and where in page.text  # FILE:LINE:COL
+            assert rest[rest.rindex("[") :] in page.text  # the problem's code
+
+
+def test_the_shadow_page_lists_the_calls_the_candidate_would_route_elsewhere(tmp_path: Path) -> None:
+    from router.server.store import PolicyStore
+
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(SHADOW_CANDIDATE, encoding="utf-8")
+    srv = InProcess(tmp_path / "live", SHADOW_LIVE)
+    srv.server.shadow = PolicyStore(candidate)
+    with srv, srv.client() as hook:
+        call(srv, hook, "+14155550142", "call-us-1")
+        call(srv, hook, "+442079460958", "call-uk-1")  # the same answer under both: not listed
+        srv.wait_log(lambda r: r.get("shadow_diff"))
+        client, _ = login(srv)
+        with closing(client):
+            page = client.get("/-/console/shadow")
+            assert page.status_code == 200 and 'id="shadow-off"' not in page.text
+            rows = re.findall(
+                r"<tr><td>[^<]*</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>", page.text
+            )
+            assert rows == [("call-us-1", "default", "us-new")]
