@@ -12,8 +12,10 @@ from bench import Row, log, render_table
 from bench.crm import run as crm
 from bench.deadline import run as deadline
 from bench.decision import run as decision
+from bench.forward import run as forward
 from bench.http import run as http
 from bench.reload import run as reload
+from bench.state import run as state
 
 # Sections in the order they run; each returns its rows. Later sections (HTTP, reload) go here.
 SECTIONS: dict[str, Callable[[], list[Row]]] = {
@@ -22,6 +24,8 @@ SECTIONS: dict[str, Callable[[], list[Row]]] = {
     "http": http,
     "deadline": deadline,
     "crm": crm,
+    "state": state,
+    "forward": forward,
 }
 
 

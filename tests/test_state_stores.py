@@ -18,6 +18,7 @@ from pgserver import PgServer
 from router.runtime.statefacts import StateSettings
 from router.state.base import CallRecord, FlagState, StateStore
 from router.state.make import make_state
+from router.state.memory import MemoryState
 
 T0 = 1_800_000_000.0
 POOLS = {"sales": 3}
@@ -101,6 +102,59 @@ def test_max_hold_expiry_frees_a_slot_whose_end_never_arrives(make: Callable[[],
         assert await store.end("a", T0 + 170, "customer-ended-call", "status-update") is None  # too late
         assert (await store.usage(T0 + 170, POOLS))["sales"] == 1
         await store.aclose()
+
+    asyncio.run(run())
+
+
+def test_usage_counts_the_held_slots_among_many_ended_expired_and_forgotten_calls(
+    make: Callable[[], StateStore],
+) -> None:
+    pools = {"sales": 300, "support": 300}
+
+    async def run() -> None:
+        store = make()
+        for i in range(200):  # a day of calls, each ended, in two pools
+            pool = "sales" if i % 2 else "support"
+            assert await store.reserve(call(f"done{i}", at=T0 + i), pool, 300, T0 + i + 3600)
+            assert await store.end(f"done{i}", T0 + i + 60, "customer-ended-call", "status-update") == pool
+        await store.record(call("no-pool", at=T0 + 200))
+        for i in range(5):  # still on the line; the last two never send an end
+            assert await store.reserve(call(f"live{i}", at=T0 + 300), "sales", 300, T0 + 300 + 100 * (i + 1))
+        assert await store.usage(T0 + 350, pools) == {"sales": 5, "support": 0}
+        assert await store.end("live0", T0 + 360, "customer-ended-call", "end-of-call-report") == "sales"
+        assert await store.usage(T0 + 450, pools) == {"sales": 4, "support": 0}
+        assert await store.usage(T0 + 550, pools) == {"sales": 3, "support": 0}  # live1 past held_until
+        assert await store.end("live1", T0 + 560, "customer-ended-call", "status-update") is None  # too late
+        assert await store.expire(T0 + 650, keep_s=86400) == ["sales", "sales"]  # live1, live2
+        assert await store.usage(T0 + 650, pools) == {"sales": 2, "support": 0}
+        facts = await store.snapshot(None, "x", T0 + 650, 0, pools)
+        assert facts.pools == {"sales": (2, 300), "support": (0, 300)}
+        assert sorted(await store.expire(T0 + 90_000, keep_s=86_400)) == ["sales", "sales"]  # and forgotten
+        assert await store.usage(T0 + 90_000, pools) == {"sales": 0, "support": 0}
+        assert await store.reserve(call("next", at=T0 + 90_000), "sales", 1, T0 + 90_600)
+        assert not await store.reserve(call("after", at=T0 + 90_001), "sales", 1, T0 + 90_600)
+        await store.aclose()
+
+    asyncio.run(run())
+
+
+def test_the_in_process_store_counts_only_the_calls_holding_a_slot() -> None:
+    """A reservation reads the pool's held calls, not every call kept for history: with a
+    day of ended calls kept, counting them all cost milliseconds per call (`make bench`)."""
+
+    async def run() -> None:
+        store = MemoryState()
+        for i in range(1000):
+            assert await store.reserve(call(f"done{i}", at=T0 + i), "sales", 3, T0 + i + 600)
+            await store.end(f"done{i}", T0 + i + 1, "customer-ended-call", "status-update")
+        assert await store.reserve(call("live", at=T0 + 2000), "sales", 3, T0 + 2600)
+        assert await store.reserve(call("lost", at=T0 + 2000), "sales", 3, T0 + 2100)  # its end never comes
+        assert len(store._calls) == 1002
+        assert {p: set(held) for p, held in store._held.items()} == {"sales": {"live", "lost"}}
+        assert await store.expire(T0 + 2200, keep_s=86400) == ["sales"]
+        assert {p: set(held) for p, held in store._held.items()} == {"sales": {"live"}}
+        await store.expire(T0 + 2200 + 86_400 + 1000, keep_s=86400)  # everything forgotten
+        assert store._calls == {} and store._held == {"sales": {}}
 
     asyncio.run(run())
 

@@ -1,5 +1,10 @@
 """The in-process state store: one worker's dicts. Atomic because the event loop runs one
-coroutine at a time and no method awaits in the middle. [I/O edge, but no I/O]"""
+coroutine at a time and no method awaits in the middle. [I/O edge, but no I/O]
+
+A pool's usage is counted over the calls holding one of its slots (`_held`), not over
+every call kept for history: the store keeps a day and more of calls, and counting them
+all on each snapshot and reservation made a call cost milliseconds (`make bench`, state).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,9 @@ class MemoryState:
     def __init__(self) -> None:
         self._calls: dict[str, _Call] = {}
         self._by_caller: dict[str, list[_Call]] = {}
+        # pool -> call id -> call: reserved, not yet released (held_until may have passed
+        # until expire() records it)
+        self._held: dict[str, dict[str, _Call]] = {}
         self._flags: dict[str, FlagState] = {}
 
     async def snapshot(
@@ -47,9 +55,10 @@ class MemoryState:
 
     def _used(self, now: float, pools: Mapping[str, int]) -> dict[str, int]:
         used = dict.fromkeys(pools, 0)
-        for c in self._calls.values():
-            if c.pool in used and c.released is None and c.held_until > now:
-                used[c.pool] += 1
+        for pool in pools:
+            held = self._held.get(pool)
+            if held:
+                used[pool] = sum(1 for c in held.values() if c.held_until > now)
         return used
 
     async def reserve(self, call: CallRecord, pool: str, most: int, held_until: float) -> bool:
@@ -57,7 +66,9 @@ class MemoryState:
             return True
         if self._used(call.at, {pool: most})[pool] >= most:
             return False
-        self._add(_Call(call, pool, held_until))
+        c = _Call(call, pool, held_until)
+        self._add(c)
+        self._held.setdefault(pool, {})[call.call_id] = c
         return True
 
     async def record(self, call: CallRecord) -> None:
@@ -81,18 +92,21 @@ class MemoryState:
         c.ended_at, c.ended_reason = now, ended_reason
         if c.pool is not None and c.released is None and c.held_until > now:
             c.released = kind
+            del self._held[c.pool][call_id]
             return c.pool
         return None
 
     async def expire(self, now: float, keep_s: float) -> list[str]:
         released = []
-        for c in self._calls.values():
-            if c.pool is not None and c.released is None and c.held_until <= now:
-                c.released = EXPIRED
-                released.append(c.pool)
+        for pool, held in self._held.items():
+            for call_id in [k for k, c in held.items() if c.held_until <= now]:
+                held.pop(call_id).released = EXPIRED
+                released.append(pool)
         old = [k for k, c in self._calls.items() if c.record.at < now - keep_s]
         for k in old:
             c = self._calls.pop(k)
+            if c.pool is not None and c.released is None:  # older than keep_s: cannot be held
+                self._held[c.pool].pop(k, None)
             if c.record.caller is not None:
                 self._by_caller[c.record.caller].remove(c)
                 if not self._by_caller[c.record.caller]:
