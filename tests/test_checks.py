@@ -388,6 +388,26 @@ def test_names_are_unique_across_files(tmp_path: Path) -> None:
     ]
 
 
+def test_pools_flags_and_state_are_declared_once_across_files(tmp_path: Path) -> None:
+    """DESIGN §13's sections in a directory set: a pool or flag defined in two files, or
+    `state` given twice (the single-file mistakes are golden cases: tests/cases/invalid/state-*)."""
+    used = "routes:\n  - {id: r, when: {flag: storm}, then: {error: x, pool: sales}}\n"
+    _write(
+        tmp_path,
+        {
+            "a.yaml": "version: 1\nstate: {sqlite: a.db}\ncapacity:\n  sales: {max: 2}\n"
+            "flags:\n  storm: {description: a}\n" + used + DEFAULT,
+            "b.yaml": "version: 1\nstate: {sqlite: b.db}\ncapacity:\n  sales: {max: 3}\n"
+            "flags:\n  storm: {description: b}\n",
+        },
+    )
+    assert _problems(tmp_path) == [
+        "b.yaml:2:1: error: `state` appears twice in the policy set (also at a.yaml:2:1) [duplicate-section]",
+        'b.yaml:4:3: error: pool "sales" is defined twice (also at a.yaml:4:3) [duplicate-name]',
+        'b.yaml:6:3: error: flag "storm" is defined twice (also at a.yaml:6:3) [duplicate-name]',
+    ]
+
+
 def test_a_name_defined_in_one_file_may_be_used_in_another(tmp_path: Path) -> None:
     _write(
         tmp_path,

@@ -1,7 +1,8 @@
 """Live call state across replicas on the PostgreSQL server the suite starts (DESIGN §13):
 three `serve` processes and 100 simultaneous calls never hold more than `max` slots; a
-flag switched on one replica is seen by another within 1 s; a database that goes away
-gives the fallback within the deadline, and the store reconnects when it is back."""
+flag switched on one replica is seen by another within 1 s; a database that goes away, or
+a lock that makes it slower than the deadline, gives the fallback within the deadline, and
+the store reconnects or carries on when it is back."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from pgserver import PgServer
-from serverutil import ADMIN_TOKEN, SECRET, Subprocess, dumps, payload
+from serverutil import ADMIN_TOKEN, SECRET, InProcess, Subprocess, dumps, payload
 
 POLICY = """\
 version: 1
@@ -127,3 +129,73 @@ def test_a_lost_database_gives_the_fallback_in_time_and_reconnects(
             time.sleep(0.1)
         line = srv.wait_log(lambda r: r.get("call_id") == "down-0")[-1]
         assert line["state_status"] == "error"
+
+
+SLOW = """\
+version: 1
+settings: {fallback: desk, deadline_ms: 600}
+state: {postgres: {dsn: "DSN"}, timeout_ms: 7000}
+capacity:
+  sales: {max: 5}
+targets:
+  desk: {assistantId: desk-assistant}
+routes:
+  - id: sales
+    when: {capacity: {sales: available}}
+    then: {assistantId: sales-assistant, pool: sales}
+default: desk
+"""
+
+
+@pytest.mark.parametrize(
+    ("lock", "what"),
+    [
+        # a reservation elsewhere that holds the pool's row lock: the reservation waits
+        pytest.param(
+            "SELECT name FROM router_pools WHERE name = 'sales' FOR UPDATE", "reservation", id="row"
+        ),
+        # a migration or vacuum full holding the calls table: the lookup itself waits
+        pytest.param("LOCK TABLE router_calls IN ACCESS EXCLUSIVE MODE", "lookup", id="table"),
+    ],
+)
+def test_a_slow_store_gives_the_fallback_within_the_deadline_and_recovers(
+    postgres: PgServer, tmp_path: Path, lock: str, what: str
+) -> None:
+    """Another session holds a lock the router's statement waits for, longer than the 600 ms
+    deadline (state.timeout_ms, PostgreSQL's statement_timeout, is 7 s): each call still
+    gets the fallback within the deadline, logged with `state_status: error` and why, holds
+    no slot, and once the lock goes the next call routes to the pool again."""
+    dsn = database(postgres)
+    with InProcess(tmp_path, SLOW.replace("DSN", dsn)) as srv, srv.client() as c:
+        assert srv.post_webhook(c, request("slow-0")).json() == {"assistantId": "sales-assistant"}
+        answered: list[tuple[httpx.Response, float]] = []
+
+        async def while_locked() -> None:
+            holder = await asyncpg.connect(dsn)
+            try:
+                async with holder.transaction():
+                    await holder.execute(lock)
+                    for i in (1, 2):  # the first one's abandoned statement must not hold up the second
+                        start = time.perf_counter()
+                        reply = await asyncio.to_thread(srv.post_webhook, c, request(f"slow-{i}"))
+                        answered.append((reply, time.perf_counter() - start))
+            finally:
+                await holder.close()
+
+        asyncio.run(while_locked())
+        for reply, seconds in answered:
+            assert reply.status_code == 200 and reply.json() == {"assistantId": "desk-assistant"}
+            assert seconds < 0.6
+        lines = srv.wait_log(lambda r: r.get("call_id") == "slow-2")
+        for i in (1, 2):
+            line = next(r for r in lines if r.get("call_id") == f"slow-{i}")
+            assert (line["state_status"], line["fallback_reason"]) == (
+                "error",
+                f"state store: {what} ran past the deadline",
+            )
+        assert srv.post_webhook(c, request("slow-3")).json() == {"assistantId": "sales-assistant"}
+        holding = (
+            "SELECT array_agg(call_id ORDER BY call_id) FROM router_calls"
+            " WHERE pool = 'sales' AND released IS NULL"
+        )
+        assert asyncio.run(_fetchval(dsn, holding)) == ["slow-0", "slow-3"]  # not slow-1, slow-2

@@ -1,7 +1,8 @@
 """Live call state through the running server (DESIGN §13): overflow when a pool is full,
-slots released by status-update/end-of-call-report only (once), flags over HTTP with the
-audit line and a TTL, a locked store answered with the fallback within the deadline, the
-metrics, and `serve --workers N` refusing in-process state."""
+the fallback when a pooled target is chosen on a full pool, slots released by
+status-update/end-of-call-report only (once) or by the periodic max_hold_s expiry, flags
+over HTTP with the audit line and a TTL, a locked store answered with the fallback within
+the deadline, the metrics, and `serve --workers N` refusing in-process state."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from serverutil import InProcess, Subprocess, metric, payload, reply_problems, run_serve
+
+from router.server import flags
 
 POLICY = """\
 version: 1
@@ -192,3 +196,85 @@ def test_a_reload_under_workers_refuses_in_process_state(tmp_path: Path) -> None
         srv.policy_path.write_text(shared, encoding="utf-8")
         assert c.post("/-/reload", headers=srv.admin()).status_code == 200
         assert srv.post_webhook(c, request("w2")).json()["assistantId"] == "sales-assistant"
+
+
+FULL = """\
+version: 1
+settings: {fallback: busy}
+capacity:
+  sales: {max: 1}
+targets:
+  busy: {assistantId: busy-assistant}
+  desk: {assistantId: desk-assistant}
+routes:
+  - id: sales
+    when: {caller: "+1415*"}
+    then: {assistantId: sales-assistant, pool: sales}
+default: desk
+"""
+
+
+def test_a_pooled_target_chosen_on_a_full_pool_gives_the_fallback(tmp_path: Path) -> None:
+    """A route that sends to a pooled target without asking `capacity:` first, and no
+    overflow route: with the pool full the call gets the fallback, logged as such."""
+    with InProcess(tmp_path, FULL) as srv, srv.client() as c:
+        assert srv.post_webhook(c, request("p0")).json() == {"assistantId": "sales-assistant"}
+        full = srv.post_webhook(c, request("p1", "+14155550102"))
+        assert full.status_code == 200 and full.json() == {"assistantId": "busy-assistant"}
+        line = srv.wait_log(lambda r: r.get("call_id") == "p1")[-1]
+        assert (line["target"], line["fallback_reason"], line["state_status"]) == (
+            "busy",
+            "pool sales is full",
+            "ok",  # the store answered: the pool is full, not the store broken
+        )
+        assert srv.post_webhook(c, end("p0", "report")).json() == {}
+        assert srv.post_webhook(c, request("p2", "+14155550103")).json() == {"assistantId": "sales-assistant"}
+        samples = srv.metrics(c)
+        assert metric(samples, "router_pool_reservations_total", pool="sales", result="refused") == 1
+        assert metric(samples, "router_pool_reservations_total", pool="sales", result="granted") == 2
+
+
+HOLD = """\
+version: 1
+settings: {fallback: desk}
+state: {max_hold_s: 1}
+capacity:
+  sales: {max: 1}
+targets:
+  desk: {assistantId: desk-assistant}
+routes:
+  - id: sales
+    when: {capacity: {sales: available}}
+    then: {assistantId: sales-assistant, pool: sales}
+default: desk
+"""
+
+
+def test_max_hold_expiry_frees_a_slot_whose_end_never_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call whose end never arrives is released by the server's periodic expiry once
+    max_hold_s (1 s) has passed, counted as `max_hold`; its end arriving after that releases
+    nothing (not even the slot another call now holds). The sweep runs every 0.1 s instead
+    of 10 s here; it is the server's own task that runs it."""
+    monkeypatch.setattr(flags, "KEEP_EVERY_S", 0.1)
+    monkeypatch.setattr(flags, "EXPIRE_EVERY_S", 0.1)
+    with InProcess(tmp_path, HOLD) as srv, srv.client() as c:
+        assert srv.post_webhook(c, request("m0")).json() == {"assistantId": "sales-assistant"}
+        assert srv.post_webhook(c, request("m1", "+14155550102")).json() == {"assistantId": "desk-assistant"}
+        deadline = time.monotonic() + 5
+        while metric(samples := srv.metrics(c), "router_pool_releases_total", reason="max_hold") < 1:
+            assert time.monotonic() < deadline, "the expiry did not release the slot within 5 s"
+            time.sleep(0.05)
+        assert metric(samples, "router_pool_releases_total", pool="sales", reason="max_hold") == 1
+        assert srv.post_webhook(c, request("m2", "+14155550103")).json() == {"assistantId": "sales-assistant"}
+        # the lost call's end turns up late, twice: it releases nothing, and m2 keeps its slot
+        assert srv.post_webhook(c, end("m0", "status")).json() == {}
+        assert srv.post_webhook(c, end("m0", "report")).json() == {}
+        assert srv.post_webhook(c, request("m3", "+14155550104")).json() == {"assistantId": "desk-assistant"}
+        time.sleep(0.3)  # three more sweeps: none may count m0 again
+        samples = srv.metrics(c)
+        assert metric(samples, "router_pool_releases_total", pool="sales", reason="max_hold") == 1
+        assert metric(samples, "router_pool_releases_total", pool="sales", reason="status-update") == 0
+        assert metric(samples, "router_pool_releases_total", pool="sales", reason="end-of-call-report") == 0
+        assert metric(samples, "router_pool_slots_in_use", pool="sales") == 1

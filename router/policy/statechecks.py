@@ -62,9 +62,10 @@ def state_references_resolve(ctx: _Context) -> Iterator[PolicyError]:
     yield from problems + more
     states = [d for d in ctx.docs if isinstance(d.data, dict) and "state" in d.data]
     for doc in states[1:]:
+        line, col = states[0].position("/state", key=True)
         yield doc.error(
             "/state",
-            f"`state` appears twice in the policy set (also in {states[0].file})",
+            f"`state` appears twice in the policy set (also at {states[0].file}:{line}:{col})",
             "duplicate-section",
             key=True,
         )
