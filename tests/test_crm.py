@@ -21,7 +21,8 @@ OTHER = "+15557654321"
 CONTACT = {"tags": ["vip", "gold"], "tier": "gold", "name": "Ada", "vip": True, "visits": 3, "note": None}
 FIELDS = {"tier": "contact.tier", "name": "results.0.name", "vip": "contact.vip", "visits": "contact.visits"}
 TIMEOUT_MS = 150
-SLACK_S = 0.1
+# What a loaded 2-core host may add to a 150 ms timeout; still far below the CRM's 5 s answer.
+SLACK_S = 0.4
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
