@@ -81,6 +81,7 @@ def test_region_and_json_and_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[
     csv_file.write_text("number,tier\n(415) 555-0101,gold\n", encoding="utf-8")
     db = tmp_path / "c.db"
     assert main(["crm", "import", str(csv_file), "--into", str(db), "--region", "US"]) == 0
+    assert capsys.readouterr().out == f"imported 1 customer into {db} (fields: tier)\n"
     assert SqliteCrm(db).get("+14155550101").fields == {"tier": "gold"}
     data = tmp_path / "crm.json"
     data.write_text(
