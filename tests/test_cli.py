@@ -1,8 +1,9 @@
 """The `vapi-router` command line: lint formats and exit codes, explain, test, hours, schema.
 
 Stable outputs are golden files, tests/cases/cli/<name>.out (stdout of the command, run from
-the repository root); `UPDATE_GOLDEN=1 pytest tests/test_cli.py` rewrites them.
-The fixture policies live in tests/cases/cli/{office,failing,broken}/.
+the repository root) and <name>.err (its stderr, where there is any: the offline tools'
+warnings); `UPDATE_GOLDEN=1 pytest tests/test_cli.py` rewrites them.
+The fixture policies live in tests/cases/cli/{office,failing,broken,httpcrm,httpcrm-v2}/.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ UPDATE = bool(os.environ.get("UPDATE_GOLDEN"))
 OFFICE = "tests/cases/cli/office"
 FAILING = "tests/cases/cli/failing"
 BROKEN = "tests/cases/cli/broken"
+HTTPCRM = "tests/cases/cli/httpcrm"  # a live HTTP CRM: never called offline
 CALL = ["--caller", "+14155550142", "--dialled", "+16505550117"]
 MONDAY_10AM = ["--at", "2026-11-23T10:00:00-05:00"]
 THANKSGIVING = ["--at", "2026-11-26T10:00:00-05:00"]
@@ -143,7 +145,67 @@ GOLDEN = [
         0,
         id="explain-default",
     ),
+    pytest.param(
+        "explain-crm-assumed",
+        ["explain", HTTPCRM, *CALL, *MONDAY_10AM],
+        0,
+        id="explain-http-crm-facts-assumed-warns",
+    ),
+    pytest.param(
+        "explain-crm-assumed-json",
+        ["explain", HTTPCRM, *CALL, *MONDAY_10AM, "--json"],
+        0,
+        id="explain-json-http-crm-facts-assumed-warns",
+    ),
+    pytest.param(
+        "explain-crm-not-needed",
+        ["explain", HTTPCRM, "--caller", "+15550000001", "--dialled", "+16505550117", *MONDAY_10AM],
+        0,
+        id="explain-http-crm-not-read-by-this-decision",
+    ),
+    pytest.param(
+        "explain-crm-given",
+        [
+            "explain",
+            HTTPCRM,
+            *CALL,
+            *MONDAY_10AM,
+            "--crm-status",
+            "ok",
+            "--tags",
+            "customer",
+            "--crm",
+            "company=Acme",
+        ],
+        0,
+        id="explain-http-crm-facts-given",
+    ),
+    pytest.param(
+        "replay-text",
+        ["replay", HTTPCRM, "--requests", f"{HTTPCRM}/requests.jsonl"],
+        0,
+        id="replay-captured-facts-and-a-count-of-assumed-ones",
+    ),
+    pytest.param(
+        "replay-json",
+        ["replay", HTTPCRM, "--requests", f"{HTTPCRM}/requests.jsonl", "--json"],
+        0,
+        id="replay-json-crm-assumed",
+    ),
+    pytest.param(
+        "replay-against-one",
+        ["replay", HTTPCRM, "--requests", f"{HTTPCRM}/spam.jsonl", "--against", f"{HTTPCRM}-v2"],
+        0,
+        id="replay-one-decision-inline-targets-by-kind",
+    ),
+    pytest.param(
+        "replay-office",
+        ["replay", OFFICE, "--requests", f"{HTTPCRM}/spam.jsonl"],
+        0,
+        id="replay-one-request-file-crm-no-warning",
+    ),
     pytest.param("test-text", ["test", OFFICE, FAILING], 1, id="test-text"),
+    pytest.param("test-crm-assumed", ["test", HTTPCRM], 1, id="test-failure-on-assumed-crm-facts-says-so"),
     pytest.param("test-coverage", ["test", OFFICE, "--coverage"], 0, id="test-coverage"),
     pytest.param("test-json", ["test", FAILING, "--format", "json", "--coverage"], 1, id="test-json"),
     pytest.param("test-junit", ["test", OFFICE, FAILING, "--format", "junit"], 1, id="test-junit"),
@@ -191,8 +253,8 @@ GOLDEN = [
 ]
 
 
-def _check_golden(name: str, out: str) -> None:
-    golden = CLI / f"{name}.out"
+def _check_golden(name: str, out: str, suffix: str = ".out") -> None:
+    golden = CLI / f"{name}{suffix}"
     if UPDATE:
         golden.write_text(out, encoding="utf-8")
     assert out == golden.read_text(encoding="utf-8")
@@ -204,7 +266,13 @@ def test_output_matches_golden(
 ) -> None:
     got, out, err = run(argv, capsys)
     _check_golden(name, out)
-    assert (got, err) == (code, "")
+    errors = CLI / f"{name}.err"
+    if err or errors.exists():  # stderr is golden too where a command writes any: else empty
+        if UPDATE and not err:
+            errors.unlink()
+        else:
+            _check_golden(name, err, ".err")
+    assert got == code
 
 
 @pytest.mark.skipif(not PAYLOADS, reason="no Vapi example payloads beside the repository")
@@ -222,6 +290,7 @@ def test_explain_each_vapi_payload(payload: Path, capsys: pytest.CaptureFixture[
 def test_every_cli_golden_is_used() -> None:
     names = {p.values[0] for p in GOLDEN} | {f"explain-request-{p.stem}" for p in PAYLOADS}
     assert {p.stem for p in CLI.glob("*.out")} == names
+    assert {p.stem for p in CLI.glob("*.err")} <= names
 
 
 # ---------------------------------------------------------------- formats and shapes

@@ -169,6 +169,13 @@ NESTED = 'field "address" must be a plain value, not a list or mapping: {"city":
         ),
         pytest.param(
             "crm.csv",
+            "number\n+15551234567,x\n",
+            2,
+            '2 cells but the header has 1 column (extra "x")',
+            id="extra-cell-one-column",
+        ),
+        pytest.param(
+            "crm.csv",
             'number,note\n+15557654321,"two\nlines"\n+1 555 765 4321,\n',
             4,
             '"+1 555 765 4321" is +15557654321 again (first on line 2)',
@@ -556,7 +563,7 @@ def test_file_reports_every_bad_row_and_a_quote_inside_a_cell_is_text(tmp_path: 
         FileCrm.from_path(path)
     assert [(p.line, p.col, p.message) for p in caught.value.problems] == [
         (3, 1, 'not a phone number: "nope"'),
-        (4, 13, 'short row: 1 cells but the header has 2 columns (no "note")'),
+        (4, 13, 'short row: 1 cell but the header has 2 columns (no "note")'),
         (5, 14, 'unterminated quote: "open" runs to the end of the file'),
     ]
     path.write_text('number,note\n+15551234567,5" screen\n')

@@ -4,6 +4,7 @@ left alone on any problem, an atomic replace seen without a policy reload, lint 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import time
@@ -81,6 +82,7 @@ def test_region_and_json_and_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[
     csv_file.write_text("number,tier\n(415) 555-0101,gold\n", encoding="utf-8")
     db = tmp_path / "c.db"
     assert main(["crm", "import", str(csv_file), "--into", str(db), "--region", "US"]) == 0
+    assert capsys.readouterr().out == f"imported 1 customer into {db} (fields: tier)\n"
     assert SqliteCrm(db).get("+14155550101").fields == {"tier": "gold"}
     data = tmp_path / "crm.json"
     data.write_text(
@@ -252,3 +254,43 @@ def test_the_lookups_of_one_turn_of_the_loop_share_one_read_transaction(tmp_path
     writer.execute("ROLLBACK")
     writer.close()
     crm.close()
+
+
+def test_the_offline_tools_read_the_sqlite_crm_as_the_server_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """explain, test and replay look a caller up in the SQLite database (it is local), with no
+    warning: the same record, route and reply as the running server, not an assumed not_found."""
+    imported(tmp_path)
+    policy = POLICY.replace("tierr", "tier").replace("nmae", "name")
+    with InProcess(tmp_path, policy) as srv, srv.client() as client:
+        live = srv.post_webhook(client, message("+14155550101")).json()
+    assert live["assistantOverrides"]["variableValues"] == {"who": "Ada"}
+    policy_file = str(tmp_path / "policy.yaml")
+
+    call = ["--caller", "+14155550101", "--dialled", "+16505550117"]
+    assert main(["explain", policy_file, *call, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert (json.loads(out)["route"], json.loads(out)["reply"], err) == ("vip", live, "")
+
+    (tmp_path / "policy.test.yaml").write_text(
+        "cases:\n"
+        "  - name: Ada is a gold vip in the database\n"
+        '    call: {caller: "+14155550101", dialled: "+16505550117"}\n'
+        "    expect: {route: vip, reply: " + json.dumps(live) + "}\n"
+        "  - name: a number not in the database\n"
+        '    call: {caller: "+14155550199", dialled: "+16505550117"}\n'
+        "    expect: {route: default}\n",
+        encoding="utf-8",
+    )
+    assert main(["test", policy_file]) == 0
+    assert capsys.readouterr() == ("2 cases, 2 passed, 0 failed\n", "")
+
+    requests = tmp_path / "calls.jsonl"  # no captured CRM facts: looked up in the database
+    requests.write_text(json.dumps(message("+14155550101")) + "\n", encoding="utf-8")
+    assert main(["replay", policy_file, "--requests", str(requests), "--json"]) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    [decision] = report["decisions"]
+    assert (decision["route"], decision["reply"], decision["crm_assumed"], err) == ("vip", live, False, "")
+    assert report["crm_assumed"]["count"] == 0

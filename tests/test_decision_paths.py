@@ -22,8 +22,8 @@ from router.runtime.facts import facts_from_message
 from router.runtime.model import Policy
 from router.server import service
 from router.server.live import build_live
-from router.tools.cases import run_file
-from router.tools.offline import file_crm, with_offline_crm
+from router.tools.cases import run_file, target_label
+from router.tools.offline import local_crm, with_offline_crm
 from router.tools.replay import replay
 
 SAFE = "11111111-1111-4111-8111-111111111111"
@@ -112,7 +112,8 @@ def policy(policy_dir: Path) -> Policy:
 
 def _reference(policy: Policy, message: dict[str, Any], transfer: bool) -> tuple[Any, ...]:
     facts = facts_from_message(message, region=None, now=None)
-    answer = decide(policy, with_offline_crm(policy, facts, file_crm(policy)), transfer=transfer)
+    with local_crm(policy) as crm:
+        answer = decide(policy, with_offline_crm(policy, facts, crm), transfer=transfer)
     return answer.route, answer.target, answer.reply, answer.fallback_reason
 
 
@@ -204,7 +205,7 @@ def test_every_path_agrees(
         [replayed] = replay(policy, captured).results
         assert (replayed.route, replayed.target, json.loads(replayed.body), replayed.fallback_reason) == (
             w_route or "default",
-            w_target or "inline",
+            target_label(w_target, w_reply),
             w_reply,
             w_reason,
         )

@@ -199,3 +199,107 @@ def test_a_call_captured_twice_is_one_example(
         capsys.readouterr().out.splitlines()[1]
         == "  route changed: intake-ab -> vip: 3 (e.g. c-0002, c-0001)"
     )
+
+
+HTTP_POLICY = ROOT / "tests" / "cases" / "cli" / "httpcrm" / "httpcrm.yaml"
+NEVER_CALLED = "https://crm.example.invalid/contacts?phone=${caller}"
+HTTP_CALLS = [
+    ("+14155550142", "c-customer"),  # in the CRM, tagged customer
+    ("+14155550143", "c-unknown"),  # the CRM answers 404: not_found
+    ("+15550000001", "c-spam"),  # blocked before any lookup
+    (None, "c-anon"),  # nothing to look up
+]
+
+
+def test_a_capture_from_a_server_on_a_real_http_crm_replays_on_what_each_call_saw(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's case: a policy on an HTTP CRM, captured by `serve --capture` against a real
+    local CRM, replays to the live decisions after the CRM is gone; a request without captured
+    facts whose decision needs them is counted in the warning (and in --json), not hidden."""
+    from crmserver import CrmServer
+    from serverutil import InProcess
+
+    at = "2026-11-23T15:30:00Z"
+    text = HTTP_POLICY.read_text()
+    assert NEVER_CALLED in text
+    with CrmServer() as crm:
+        crm.contacts["+14155550142"] = {"tags": ["customer"], "company": "Acme"}
+        srv = InProcess(tmp_path / "live", text.replace(NEVER_CALLED, crm.url_template), capture=True)
+        with srv, srv.client() as client:
+            for caller, call_id in HTTP_CALLS:
+                response = srv.post_webhook(client, {"message": _message(caller, at, call_id)})
+                assert response.status_code == 200
+            live = {r["call_id"]: r["route"] for r in srv.wait_log(lambda r: r.get("call_id") == "c-anon")}
+        assert crm.requests == 2  # lookups are lazy: spam and the anonymous caller need none
+    assert live == {
+        "c-customer": "customers",
+        "c-unknown": "default",
+        "c-spam": "block-spam",
+        "c-anon": "default",
+    }
+    assert srv.capture_path is not None
+    captured_crm = {
+        line["message"]["call"]["id"]: line.get("crm")
+        for line in map(json.loads, srv.capture_path.read_text().splitlines())
+    }
+    assert captured_crm == {
+        "c-customer": {"status": "ok", "tags": ["customer"], "fields": {"company": "Acme"}},
+        "c-unknown": {"status": "not_found", "tags": [], "fields": {}},
+        "c-spam": None,
+        "c-anon": None,
+    }
+    # a line captured without CRM facts (an older capture, or written by hand)
+    with srv.capture_path.open("a") as f:
+        f.write(json.dumps({"message": _message("+14155550142", at, "c-uncaptured")}) + "\n")
+
+    argv = ["replay", str(srv.directory), "--requests", str(srv.capture_path)]
+    assert main([*argv, "--json"]) == 0  # the CRM is gone: nothing is looked up
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    routes = {d["call_id"]: d["route"] for d in report["decisions"]}
+    assert routes == live | {"c-uncaptured": "default"}  # the live call of that number: customers
+    customer = next(d for d in report["decisions"] if d["call_id"] == "c-customer")
+    assert customer["reply"]["assistantOverrides"] == {"variableValues": {"company": "Acme"}}
+    assert [d["call_id"] for d in report["decisions"] if d["crm_assumed"]] == ["c-uncaptured"]
+    assert report["crm_assumed"] == {
+        "count": 1,
+        "lines": [5],
+        "crm_status": "not_found",
+        "not_called": ["crm.http"],
+    }
+    warning = (
+        "vapi-router replay: warning: 1 of 5 requests has no captured CRM facts and crm.http is not"
+        " called offline: it was decided on an assumed crm_status not_found (line 5); `serve --capture`"
+        " records what the CRM said whenever a live call looked its caller up\n"
+    )
+    assert err == warning
+    assert main(argv) == 0
+    assert capsys.readouterr() == (
+        "line 1: c-customer +1415*****42 -> customers (customers)\n"
+        "line 2: c-unknown +1415*****43 -> default (unknown-caller)\n"
+        "line 3: c-spam +1555*****01 -> block-spam (inline error)\n"
+        "line 4: c-anon anonymous -> default (unknown-caller)\n"
+        "line 5: c-uncaptured +1415*****42 -> default (unknown-caller)\n"
+        "5 requests: default 3, customers 1, block-spam 1\n",
+        warning,
+    )
+
+    # A candidate without the spam route needs the CRM for c-spam, whose live call made no
+    # lookup: that request is decided on an assumed status too, and counted.
+    candidate = tmp_path / "candidate"
+    candidate.mkdir()
+    without_spam = srv.policy_path.read_text().replace(
+        '  - id: block-spam\n    when: {caller: "+15550000001"}\n'
+        '    then: {error: "Sorry, we can\'t take your call."}\n',
+        "",
+    )
+    assert "block-spam" not in without_spam
+    (candidate / "policy.yaml").write_text(without_spam)
+    assert main([*argv, "--against", str(candidate)]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[:2] == [
+        "1 of 5 decisions would change",
+        "  route changed: block-spam -> default: 1 (e.g. c-spam)",
+    ]
+    assert "2 of 5 requests have no captured CRM facts" in err and "(lines 3, 5)" in err

@@ -177,7 +177,9 @@ def _csv_contacts(path: Path, fields_out: list[str], problems: Problems) -> Iter
 
 
 def _wrong_width(raw: str, row_line: int, cells: list[str], header: list[str]) -> RowProblem:
-    counted = f"{len(cells)} cells but the header has {len(header)} columns"
+    cells_n = f"{len(cells)} cell" if len(cells) == 1 else f"{len(cells)} cells"
+    columns_n = f"{len(header)} column" if len(header) == 1 else f"{len(header)} columns"
+    counted = f"{cells_n} but the header has {columns_n}"
     if len(cells) < len(header):
         end = len(raw.rstrip("\r\n"))
         missing = ", ".join(f'"{h}"' for h in header[len(cells) :])

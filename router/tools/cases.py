@@ -1,7 +1,10 @@
 """Run `*.test.yaml` cases against a policy set: expected route, target and reply. [pure + read]
 
-CRM facts come from the case (`tags`, `crm`, `crm_status`); when a case gives none and the
-policy embeds a CRM file, the record is read from that file, as the server would.
+CRM facts come from the case (`tags`, `crm`, `crm_status`); when a case gives none, the record
+is read from the policy's CRM file or SQLite database, as the server would. For an HTTP or
+PostgreSQL CRM (never called offline) such a case is a caller the CRM does not know
+(`not_found`). That is not warned about, since the case's `expect` already states what the
+call should get; but when a case fails on a decision that depended on it, the failure says so.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from router.crm.clients import FileCrm
 from router.errors import PolicyError, did_you_mean
 from router.policy.document import Document, parse_document
 from router.policy.loader import policy_files
@@ -25,7 +27,7 @@ from router.runtime.model import TARGET_KINDS, Policy
 from router.tools.casediff import diff_values
 from router.tools.casestate import STATE_KEYS, case_state, case_state_problems
 from router.tools.coverage import reached_items
-from router.tools.offline import file_crm, with_offline_crm
+from router.tools.offline import ASSUMED, LocalCrm, assumes_crm, local_crm, remote_kind, with_offline_crm
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +98,7 @@ def handoff_view(policy: Policy) -> Policy:
 
 
 def run_case(
-    policy: Policy, case: Mapping[str, Any], base: Path, crm: FileCrm | None, now: datetime
+    policy: Policy, case: Mapping[str, Any], base: Path, crm: LocalCrm | None, now: datetime
 ) -> tuple[list[str], str | None, tuple[str, ...]]:
     """Failures of one case (empty: passed), the route it reached and its coverage items."""
     region = policy.settings.region
@@ -121,11 +123,13 @@ def run_case(
         )
         handoff = bool(case.get("handoff", False))
         transfer = bool(case.get("transfer", False)) or handoff
+    unset = facts  # before the CRM facts made up offline, if any (assumes_crm)
     if not crm_given:
         facts = with_offline_crm(policy, facts, crm)
     state = case_state(policy, case.get("call") or {}, facts.at)
     if state is not None:
         facts = replace(facts, state=state)
+        unset = replace(unset, state=state)
     if handoff:
         policy = handoff_view(policy)
     answer = decide(policy, facts, transfer=transfer)
@@ -144,6 +148,11 @@ def run_case(
         failures.append(f"target: expected {expect['target']}, got {target_label(target, reply)}")
     if "reply" in expect and expect["reply"] != reply:
         failures.extend(diff_values(expect["reply"], reply, "reply"))
+    if failures and not crm_given and assumes_crm(policy, unset, crm, transfer=transfer):
+        failures.append(
+            f"crm: the case gives no CRM facts and crm.{remote_kind(policy)} is not called offline,"
+            f" so it was decided on crm_status {ASSUMED}; give call.crm_status, call.tags or call.crm"
+        )
     return failures, route, reached
 
 
@@ -271,14 +280,14 @@ def run_file(
     problems = [*doc.problems, *_case_problems(doc)]
     if problems:
         return [], problems
-    crm = file_crm(policy)
     now = now or datetime.now(UTC)
     results = []
-    for i, case in enumerate(doc.data["cases"]):
-        name = str(case.get("name", f"case {i + 1}"))
-        if not selected(name, pattern):
-            continue
-        failures, route, reached = run_case(policy, case, test_file.parent, crm, now)
-        line, _ = doc.position(f"/cases/{i}")
-        results.append(CaseResult(str(test_file), line, name, tuple(failures), route, reached=reached))
+    with local_crm(policy) as crm:
+        for i, case in enumerate(doc.data["cases"]):
+            name = str(case.get("name", f"case {i + 1}"))
+            if not selected(name, pattern):
+                continue
+            failures, route, reached = run_case(policy, case, test_file.parent, crm, now)
+            line, _ = doc.position(f"/cases/{i}")
+            results.append(CaseResult(str(test_file), line, name, tuple(failures), route, reached=reached))
     return results, []

@@ -43,5 +43,6 @@ def cmd_crm_import(args: argparse.Namespace) -> int:
         print(f"{count} problem{'s' * (count != 1)}; {into} was not changed", file=sys.stderr)
         return 1
     fields = ", ".join(result.fields) or "none"
-    print(f"imported {result.rows} customers into {into} (fields: {fields})")
+    customers = "1 customer" if result.rows == 1 else f"{result.rows} customers"
+    print(f"imported {customers} into {into} (fields: {fields})")
     return 0

@@ -1,7 +1,9 @@
 """`vapi-router explain PATH (--request FILE | --caller N --dialled N) …`: one call's decision. [edge]
 
 The call comes from a whole Vapi message or from flags; CRM facts from the flags, else the
-policy's embedded file (as `test` folds them). The decision is the server's own
+policy's CRM file or SQLite database, as the server reads it (router.tools.offline). An HTTP
+or PostgreSQL CRM is never called: when the decision depends on the `not_found` assumed for
+it, a warning on stderr says so and how to give the facts. The decision is the server's own
 (`router.runtime.decide.explain_answer`).
 """
 
@@ -21,7 +23,7 @@ from router.runtime.facttypes import Facts
 from router.runtime.model import Policy
 from router.tools import report
 from router.tools.clicommon import load_or_print
-from router.tools.offline import file_crm, with_offline_crm
+from router.tools.offline import ASSUMED, LocalCrm, assumes_crm, local_crm, remote_kind, with_offline_crm
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -49,19 +51,38 @@ def cmd_explain(args: argparse.Namespace) -> int:
     policy = load_or_print(args.path)
     if policy is None:
         return 1
-    facts = explain_facts(policy, args, datetime.now(UTC))
     transfer = bool(args.transfer)
     if args.request:
         message = _read_request(args.request)
         message = message.get("message", message)
         transfer = isinstance(message, dict) and message.get("type") == "transfer-destination-request"
+    with local_crm(policy) as crm:
+        facts = explain_facts(policy, args, datetime.now(UTC), crm)
+        assumed = not crm_given(args) and assumes_crm(policy, facts, crm, transfer=transfer)
     data = explain_answer(policy, facts, transfer=transfer)
     print(json.dumps(data, indent=2) if args.json else report.explain_text(data))
+    if assumed:
+        print(assumed_warning(policy), file=sys.stderr)
     return 0
 
 
-def explain_facts(policy: Policy, args: argparse.Namespace, now: datetime) -> Facts:
-    """Facts from --request or the flags; CRM facts from the flags, else the embedded file."""
+def crm_given(args: argparse.Namespace) -> bool:
+    """Whether the flags give the call's CRM facts (then no CRM is read or assumed)."""
+    return args.tags is not None or bool(args.crm) or bool(args.crm_status)
+
+
+def assumed_warning(policy: Policy) -> str:
+    """The stderr line of a decision that rests on CRM facts made up offline (assumes_crm)."""
+    return (
+        f"vapi-router explain: warning: crm.{remote_kind(policy)} is not called offline, so this"
+        f" decision assumes crm_status {ASSUMED} (no tags, no fields); give the caller's CRM facts"
+        " with --crm-status ok --tags a,b --crm k=v"
+    )
+
+
+def explain_facts(policy: Policy, args: argparse.Namespace, now: datetime, crm: LocalCrm | None) -> Facts:
+    """Facts from --request or the flags; CRM facts from the flags, else as the server would
+    see them offline (`crm` from router.tools.offline.local_crm)."""
     region = policy.settings.region
     call: dict[str, Any] = {}
     if args.tags is not None:
@@ -70,7 +91,6 @@ def explain_facts(policy: Policy, args: argparse.Namespace, now: datetime) -> Fa
         call["crm"] = _pairs(args.crm, "--crm")
     if args.crm_status:
         call["crm_status"] = args.crm_status
-    given = bool(call)
     if args.request:
         data = _read_request(args.request)
         message = data.get("message", data)
@@ -92,8 +112,8 @@ def explain_facts(policy: Policy, args: argparse.Namespace, now: datetime) -> Fa
         call["phone_number_id"] = args.phone_number_id
         call["call_id"] = args.call_id
         facts = facts_from_call(call, region=region, now=now, crm_enabled=policy.crm is not None)
-    if not given:
-        facts = with_offline_crm(policy, facts, file_crm(policy))
+    if not crm_given(args):
+        facts = with_offline_crm(policy, facts, crm)
     return facts
 
 

@@ -4,8 +4,10 @@
 A decision is compared whole: route, target and reply body, so a changed greeting under the
 same route shows as "reply changed", apart from "route changed". CRM facts come from the
 capture (`serve --capture` records the status, tags and fields each call saw), so CRM
-routing replays faithfully without calling the CRM; a line captured without them takes the
-policy's embedded CRM file, else crm_status not_found.
+routing replays faithfully without calling the CRM. A line captured without them is looked
+up in the policy's CRM file or SQLite database, as the server would; for an HTTP or
+PostgreSQL CRM, never called offline, crm_status not_found is assumed, and every request
+whose decision depends on that assumption is counted (`crm_assumed`), so the report says so.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,10 +26,10 @@ from router.runtime.decide import decide
 from router.runtime.facts import facts_from_message
 from router.runtime.facttypes import CRM_STATUSES, Facts
 from router.runtime.model import Policy
-from router.tools.offline import file_crm, with_offline_crm
+from router.tools.cases import target_label
+from router.tools.offline import ASSUMED, LocalCrm, assumes_crm, local_crm, remote_kind, with_offline_crm
 
 CHANGE_KINDS = ("route", "target", "reply")
-INLINE = "inline"  # the target column of a route whose `then` is written in place
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,7 @@ class Replayed:
     other_target: str | None = None
     other_body: bytes | None = None
     fallback_reason: str | None = None  # why the fallback answered, as the decision log says
+    crm_assumed: bool = False  # decided (on either policy) on CRM facts made up offline
 
     @property
     def change(self) -> str | None:
@@ -58,6 +62,13 @@ class Replayed:
 class ReplayReport:
     results: list[Replayed] = field(default_factory=list)
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    # the CRMs never called offline (crm.http, crm.postgres) of the policies replayed on
+    remote: tuple[str, ...] = ()
+
+    @property
+    def assumed(self) -> list[Replayed]:
+        """The requests decided on an assumed crm_status (no captured facts, a remote CRM)."""
+        return [r for r in self.results if r.crm_assumed]
 
     def changes(self) -> dict[tuple[str, str, str], list[Replayed]]:
         """(kind, from, to) -> the calls: routes for a route change, targets otherwise."""
@@ -108,68 +119,91 @@ def captured_facts(facts: Facts, crm: Mapping[str, Any]) -> Facts | None:
     )
 
 
-class _Decider:
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
-        self.crm = file_crm(policy)
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    route: str
+    target: str  # the target's name, else what the inline one is (`inline assistantId`)
+    body: bytes
+    facts: Facts
+    fallback_reason: str | None
+    crm_assumed: bool
 
-    def decide(
-        self, message: Mapping[str, Any], crm: Mapping[str, Any] | None
-    ) -> tuple[str, str, bytes, Facts, str | None]:
+
+class _Decider:
+    def __init__(self, policy: Policy, crm: LocalCrm | None) -> None:
+        self.policy = policy
+        self.crm = crm  # router.tools.offline.local_crm(policy)
+
+    def decide(self, message: Mapping[str, Any], crm: Mapping[str, Any] | None) -> _Decided:
         p = self.policy
         facts = facts_from_message(message, region=p.settings.region, now=datetime.now(UTC))
         seen = captured_facts(facts, crm) if crm is not None and p.crm is not None else None
+        assumed = seen is None and assumes_crm(p, facts, self.crm)
         facts = seen if seen is not None else with_offline_crm(p, facts, self.crm)
         answer = decide(p, facts)
-        return answer.route or "default", answer.target or INLINE, answer.body, facts, answer.fallback_reason
+        target = target_label(answer.target, answer.reply)
+        route = answer.route or "default"
+        return _Decided(route, target, answer.body, facts, answer.fallback_reason, assumed)
 
 
 def replay(policy: Policy, requests: Path, against: Policy | None = None) -> ReplayReport:
     """Decide every captured request on `policy` (and on `against`, to compare)."""
-    live = _Decider(policy)
-    other = _Decider(against) if against is not None else None
-    report = ReplayReport()
+    with ExitStack() as stack:
+        live = _Decider(policy, stack.enter_context(local_crm(policy)))
+        other = None
+        if against is not None:
+            other = _Decider(against, stack.enter_context(local_crm(against)))
+        return _replay(live, other, requests)
+
+
+def _replay(live: _Decider, other: _Decider | None, requests: Path) -> ReplayReport:
+    policies = [live.policy] if other is None else [live.policy, other.policy]
+    remote = sorted({kind for p in policies if (kind := remote_kind(p)) is not None})
+    report = ReplayReport(remote=tuple(remote))
     for line, item in read_requests(requests):
         if isinstance(item, str):
             report.skipped.append((line, item))
             continue
         message, crm = item
-        route, target, body, facts, reason = live.decide(message, crm)
+        mine = live.decide(message, crm)
+        theirs = other.decide(message, crm) if other is not None else None
         call = message.get("call")
         call_id = call.get("id") if isinstance(call, dict) and isinstance(call.get("id"), str) else None
-        o_route = o_target = o_body = None
-        if other is not None:
-            o_route, o_target, o_body, _, _ = other.decide(message, crm)
         report.results.append(
             Replayed(
                 line,
                 call_id,
-                phone.mask(facts.caller),
-                route,
-                target,
-                body,
-                o_route,
-                o_target,
-                o_body,
-                reason,
+                phone.mask(mine.facts.caller),
+                mine.route,
+                mine.target,
+                mine.body,
+                theirs.route if theirs else None,
+                theirs.target if theirs else None,
+                theirs.body if theirs else None,
+                mine.fallback_reason,
+                mine.crm_assumed or (theirs is not None and theirs.crm_assumed),
             )
         )
     return report
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def report_text(report: ReplayReport, *, compared: bool) -> str:
     lines = []
+    total = len(report.results)
     if not compared:
         for r in report.results:
             lines.append(f"line {r.line}: {r.call_id or '-'} {r.caller} -> {r.route} ({r.target})")
         counts = Counter(r.route for r in report.results)
-        lines.append(
-            f"{len(report.results)} requests: " + ", ".join(f"{k} {v}" for k, v in counts.most_common())
-        )
+        tally = ", ".join(f"{k} {v}" for k, v in counts.most_common())
+        lines.append(f"{_plural(total, 'request')}: {tally}")
     else:
         changes = report.changes()
         changed = sum(len(v) for v in changes.values())
-        lines.append(f"{changed} of {len(report.results)} decisions would change")
+        lines.append(f"{changed} of {_plural(total, 'decision')} would change")
         order = sorted(changes.items(), key=lambda kv: (CHANGE_KINDS.index(kv[0][0]), -len(kv[1])))
         for (kind, a, b), rs in order:
             examples = ", ".join(_examples(rs))
@@ -178,6 +212,25 @@ def report_text(report: ReplayReport, *, compared: bool) -> str:
     for line, why in report.skipped:
         lines.append(f"skipped line {line}: {why}")
     return "\n".join(lines)
+
+
+def assumed_warning(report: ReplayReport) -> str | None:
+    """The stderr line for the requests decided on an assumed crm_status; None if there are none."""
+    assumed = report.assumed
+    if not assumed:
+        return None
+    n = len(assumed)
+    shown = ", ".join(str(r.line) for r in assumed[:5])
+    more = f" and {n - 5} more" if n > 5 else ""
+    crms = " and ".join(f"crm.{kind}" for kind in report.remote)
+    are = "is" if len(report.remote) == 1 else "are"
+    return (
+        f"vapi-router replay: warning: {n} of {_plural(len(report.results), 'request')}"
+        f" {'has' if n == 1 else 'have'} no captured CRM facts and {crms} {are} not called offline:"
+        f" {'it was' if n == 1 else 'they were'} decided on an assumed crm_status {ASSUMED}"
+        f" ({'line' if n == 1 else 'lines'} {shown}{more}); `serve --capture` records what the CRM"
+        " said whenever a live call looked its caller up"
+    )
 
 
 def _examples(rs: list[Replayed]) -> list[str]:
@@ -199,6 +252,7 @@ def report_json(report: ReplayReport, *, compared: bool) -> str:
                 "route": r.route,
                 "target": r.target,
                 "reply": _reply(r.body),
+                "crm_assumed": r.crm_assumed,
             }
             | (
                 {
@@ -213,6 +267,13 @@ def report_json(report: ReplayReport, *, compared: bool) -> str:
             for r in report.results
         ],
         "skipped": [{"line": n, "reason": why} for n, why in report.skipped],
+        # what the stderr warning says: the requests decided on a crm_status made up offline
+        "crm_assumed": {
+            "count": len(report.assumed),
+            "lines": [r.line for r in report.assumed],
+            "crm_status": ASSUMED,
+            "not_called": [f"crm.{kind}" for kind in report.remote],
+        },
     }
     if compared:
         changes = report.changes()

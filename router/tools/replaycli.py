@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from router.tools.replay import replay, report_json, report_text
+    from router.tools.replay import assumed_warning, replay, report_json, report_text
 
     policy = load_or_print(args.path)
     if policy is None:
@@ -36,4 +36,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     result = replay(policy, requests, against)
     render = report_json if args.json else report_text
     print(render(result, compared=against is not None))
+    if (warning := assumed_warning(result)) is not None:
+        print(warning, file=sys.stderr)
     return 0
