@@ -185,14 +185,22 @@ class Forwarder:
         """POST `body` upstream: its status and body (None past MAX_REPLY bytes: reading stops)."""
         headers = {"content-type": "application/json"}
         async with self.client.stream("POST", self.settings.url, content=body, headers=headers) as response:
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_REPLY:
-                    return response.status_code, None
-                chunks.append(chunk)
-            return response.status_code, b"".join(chunks)
+            try:
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_REPLY:
+                        return response.status_code, None
+                    chunks.append(chunk)
+                return response.status_code, b"".join(chunks)
+            finally:
+                # An httpx Response and its stream refer to each other, so only a full cyclic
+                # collection (rare in a server) would free them, and with them whatever the
+                # socket had buffered past MAX_REPLY: megabytes per flooded answer. Closed and
+                # detached, the connection's buffers go at once, by reference counting.
+                await response.aclose()
+                response.stream = httpx.ByteStream(b"")
 
     async def _drain(self) -> None:
         while True:
