@@ -55,8 +55,10 @@ def payload(name: str) -> dict[str, Any]:
 
 def _extend_check_reply() -> None:
     """check_reply.py knows the assistant-request and transfer replies; the same check for the
-    handoff reply (its schema file, which has no $refs) and the tool-calls reply (in the bundle)."""
+    handoff reply (its schema file, which has no $refs) and the tool-calls and knowledge-base
+    replies (in the bundle)."""
     check_reply.ROOTS.setdefault("tool-calls", "ServerMessageResponseToolCalls")
+    check_reply.ROOTS.setdefault("knowledge-base-request", "ServerMessageResponseKnowledgeBaseRequest")
     check_reply.ROOTS.setdefault(
         "handoff-destination-request", "ServerMessageResponseHandoffDestinationRequest"
     )

@@ -155,9 +155,9 @@ def _lines(text: str) -> list[str]:
             "default: v\n",
             [
                 "p.yaml:3:6: error: a target needs exactly one of assistantId, assistant, squadId, squad, "
-                "workflowId, workflow, destination, error, split; found assistantId, error [target-kind]",
+                "destination, error, split; found assistantId, error [target-kind]",
                 "p.yaml:4:6: error: a target needs exactly one of assistantId, assistant, squadId, squad, "
-                "workflowId, workflow, destination, error, split; found none [target-kind]",
+                "destination, error, split; found none [target-kind]",
                 "p.yaml:5:19: error: assistantOverrides does not go with squadId; use squadOverrides "
                 "[bad-overrides]",
                 "p.yaml:7:27: error: split weights add up to 0; give at least one variant a weight "
@@ -193,6 +193,17 @@ def _lines(text: str) -> list[str]:
                 "2026 they no longer run. Use squad (an inline squad) or squadId instead [vapi-retired]",
             ],
             id="workflows_retired",
+        ),
+        pytest.param(
+            "targets:\n  both: {assistantId: x, workflowId: w}\ndefault: both\n",
+            [
+                "p.yaml:3:9: error: a target needs exactly one of assistantId, assistant, squadId, squad, "
+                "destination, error, split; found assistantId, workflowId [target-kind]",
+                "p.yaml:3:26: error: workflowId: Vapi retired workflows on August 18, 2026; from August 19, "
+                "2026 they no longer run. Use squadId (a saved squad) or squad (an inline one) instead "
+                "[vapi-retired]",
+            ],
+            id="workflows_retired-never-offered",
         ),
         pytest.param(
             "default:\n  assistant: {firstMesage: hi, serverUrl: 'https://x', maxDurationSeconds: 1}\n",

@@ -1,7 +1,7 @@
 """settings.forward: every message the router does not route goes on to another server (DESIGN §9). [I/O]
 
-Message types that expect an answer are proxied within `timeout_ms`: the upstream's status
-and JSON body come back to Vapi. Notifications get `200 {}` at once and go out from a
+Message types that expect an answer are proxied within `timeout_ms`: the upstream's 2xx JSON
+object comes back to Vapi as a 200. Notifications get `200 {}` at once and go out from a
 bounded queue with retries; a full queue drops (and counts) rather than grow. Nothing here
 ever delays an assistant-request: those never reach this module.
 """
@@ -98,6 +98,22 @@ def type_label(kind: str) -> str:
     return kind if kind in NOTIFICATIONS or kind in ANSWERED else "other"
 
 
+def relayable(status: int, reply: bytes | None) -> bytes:
+    """What Vapi gets of an upstream's answer to an answered type, always under 200: a JSON
+    object under a 2xx status (no body: `{}`). Anything else raises ValueError, a failure: Vapi
+    ignores the body of a non-2xx answer (so a tool's error would never reach the model), a
+    204 cannot carry the JSON Vapi reads, and no answered type's reply is anything but an object."""
+    if not 200 <= status < 300:
+        raise ValueError(f"upstream status {status}")
+    if reply is None:
+        raise ValueError("upstream reply too large")
+    if not reply.strip():
+        return EMPTY
+    if not isinstance(orjson.loads(reply), dict):  # not JSON: orjson's ValueError
+        raise ValueError("upstream reply is not a JSON object")
+    return reply
+
+
 def failed_reply(kind: str, message: Mapping[str, Any], why: str) -> bytes:
     """The answer when the upstream fails: tool-calls get one result per tool call carrying
     the error (so the model hears the tool failed); anything else `{}`."""
@@ -141,10 +157,11 @@ class Forwarder:
         self.worker: asyncio.Task[None] | None = None
 
     async def proxy(self, kind: str, message: Mapping[str, Any], body: bytes) -> tuple[int, bytes]:
-        """The upstream's status and JSON body within timeout_ms; on failure a 200 that says so."""
+        """The upstream's JSON answer within timeout_ms (see relayable); on failure a 200 that says so."""
         try:
             async with asyncio.timeout(self.settings.timeout_ms / 1000):
                 status, reply = await self._post(body)
+            reply = relayable(status, reply)
         except TimeoutError:
             self.counter.labels(type_label(kind), "timeout").inc()
             return 200, failed_reply(kind, message, "the tool server did not answer in time")
@@ -153,7 +170,7 @@ class Forwarder:
             log.info("forward %s failed: %s", kind, type(exc).__name__)
             return 200, failed_reply(kind, message, "the tool server failed")
         self.counter.labels(type_label(kind), "ok").inc()
-        return status, reply
+        return 200, reply
 
     def notify(self, kind: str, body: bytes) -> None:
         """Queue a notification; a full queue drops it (counted). Never waits."""
@@ -164,21 +181,26 @@ class Forwarder:
         except asyncio.QueueFull:
             self.counter.labels(type_label(kind), "dropped").inc()
 
-    async def _post(self, body: bytes) -> tuple[int, bytes]:
+    async def _post(self, body: bytes) -> tuple[int, bytes | None]:
+        """POST `body` upstream: its status and body (None past MAX_REPLY bytes: reading stops)."""
         headers = {"content-type": "application/json"}
         async with self.client.stream("POST", self.settings.url, content=body, headers=headers) as response:
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_REPLY:
-                    raise ValueError("upstream reply too large")
-                chunks.append(chunk)
-            reply = b"".join(chunks)
-            if response.status_code >= 500:
-                raise ValueError(f"upstream status {response.status_code}")
-            orjson.loads(reply or b"{}")  # not JSON: a failure, never relayed
-            return response.status_code, reply or EMPTY
+            try:
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_REPLY:
+                        return response.status_code, None
+                    chunks.append(chunk)
+                return response.status_code, b"".join(chunks)
+            finally:
+                # An httpx Response and its stream refer to each other, so only a full cyclic
+                # collection (rare in a server) would free them, and with them whatever the
+                # socket had buffered past MAX_REPLY: megabytes per flooded answer. Closed and
+                # detached, the connection's buffers go at once, by reference counting.
+                await response.aclose()
+                response.stream = httpx.ByteStream(b"")
 
     async def _drain(self) -> None:
         while True:
@@ -188,7 +210,8 @@ class Forwarder:
                 try:
                     async with asyncio.timeout(self.settings.timeout_ms / 1000):
                         status, _ = await self._post(body)
-                    result = "ok" if status < 400 else "error"
+                    # a 2xx is delivered, whatever its body (checking it would only send a duplicate)
+                    result = "ok" if 200 <= status < 300 else "error"
                 except TimeoutError:
                     result = "timeout"
                 except (httpx.HTTPError, ValueError, OSError):

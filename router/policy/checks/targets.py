@@ -12,7 +12,7 @@ from router.policy.checks.context import Context, Where
 from router.policy.compilebase import PRIMARY
 from router.policy.document import pointer_of
 from router.policy.replycheck import constrained_spots
-from router.policy.retired import retired_keys
+from router.policy.retired import RETIRED, retired_keys
 from router.policy.toolroutes import (
     TOOL_CONTEXTS,
     destination_kind,
@@ -22,6 +22,10 @@ from router.policy.toolroutes import (
 )
 from router.policy.vapi_payloads import check_payload
 from router.runtime.model import OVERRIDES
+
+# The kinds a target may be, as lint offers them: a retired kind (workflowId, workflow) still
+# counts as the target's kind, so using one gets [vapi-retired] alone, but it is never offered.
+OFFERED = tuple(k for k in PRIMARY if k not in RETIRED)
 
 
 def targets_well_formed(ctx: Context) -> Iterator[PolicyError]:
@@ -44,7 +48,7 @@ def targets_well_formed(ctx: Context) -> Iterator[PolicyError]:
         kinds = [k for k in PRIMARY if k in raw]
         if len(kinds) != 1:
             found = ", ".join(kinds) if kinds else "none"
-            yield w.error(f"a target needs exactly one of {', '.join(PRIMARY)}; found {found}", "target-kind")
+            yield w.error(f"a target needs exactly one of {', '.join(OFFERED)}; found {found}", "target-kind")
             continue
         kind = kinds[0]
         for key in ("assistantOverrides", "squadOverrides", "workflowOverrides"):
