@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -324,3 +327,74 @@ def test_an_edit_of_the_embedded_crm_file_reloads(tmp_path: Path) -> None:
 
     asyncio.run(run())
     assert tags() == {"gold"}
+
+
+# Run in a child whose RLIMIT_NOFILE is low, with every descriptor then taken: what the watcher
+# and the store see when the process is out of descriptors (EMFILE), with nothing faked.
+_OUT_OF_DESCRIPTORS = """
+import asyncio, errno, os, sys
+from pathlib import Path
+from router.server.store import PolicyStore
+from router.server.watcher import snapshot
+store = PolicyStore(Path(sys.argv[1]))
+assert store.load_now().ok
+seen = snapshot(store)
+held = []
+try:
+    while len(held) < 1000:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError as exc:
+    assert exc.errno == errno.EMFILE, exc
+try:
+    snapshot(store)
+    print("snapshot: a state")
+except OSError as exc:
+    print("snapshot: raised", errno.errorcode[exc.errno])
+for fd in held[-8:]:  # a few back: enough for the event loop, not for reading the files
+    os.close(fd)
+held = held[:-8]
+loop = asyncio.new_event_loop()
+while True:  # and take the rest again, so that the reload finds none
+    try:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        break
+result = loop.run_until_complete(store.reload())
+print("reload:", result.ok, "retry" if result.retry else "final", result.problems[0].message)
+for fd in held:
+    os.close(fd)
+result = loop.run_until_complete(store.reload())
+print("reload:", result.ok, "retry" if result.retry else "final", len(snapshot(store)) == len(seen))
+"""
+
+
+@pytest.mark.parametrize("kind", ["directory", "file"])
+def test_out_of_descriptors_the_snapshot_raises_and_the_reload_asks_for_a_retry(
+    tmp_path: Path, kind: str
+) -> None:
+    """EMFILE is not a state of the files: a snapshot that cannot list the directory raises
+    (watch skips that poll) instead of returning a set without the policy files, which would
+    look like a change; a reload that cannot read them fails with `retry` set (watch tries
+    again, see tests/hostile/test_watcher_emfile.py on the wire)."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "main.yaml").write_text(versioned(1), encoding="utf-8")
+    path = policies if kind == "directory" else policies / "main.yaml"
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    out = subprocess.run(
+        [sys.executable, "-c", _OUT_OF_DESCRIPTORS, str(path)],
+        preexec_fn=lower,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "snapshot: raised EMFILE",
+        "reload: False retry cannot read: Too many open files",
+        "reload: True final True",
+    ]
