@@ -4,6 +4,7 @@ ConfigMap `..data` swap (directory and single-file paths), bursts, editor temp f
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import resource
 import signal
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from reloadutil import configmap_update, versioned
 
-from router.server.store import PolicyStore
+from router.server.store import PolicyStore, ReloadResult
 from router.server.watcher import DEBOUNCE_MS, POLL_S, Debounce, install_sighup, watch
 
 QUIET_S = POLL_S + DEBOUNCE_MS / 1000 + 0.4  # long enough for a reload that is coming to have come
@@ -30,9 +31,9 @@ def store_at(path: Path) -> PolicyStore:
 
 
 @asynccontextmanager
-async def watching(store: PolicyStore) -> AsyncIterator[None]:
+async def watching(store: PolicyStore, **options: float) -> AsyncIterator[None]:
     stop = asyncio.Event()
-    task = asyncio.create_task(watch(store, stop=stop))
+    task = asyncio.create_task(watch(store, stop=stop, **options))
     try:
         yield
     finally:
@@ -398,3 +399,48 @@ def test_out_of_descriptors_the_snapshot_raises_and_the_reload_asks_for_a_retry(
         "reload: False retry cannot read: Too many open files",
         "reload: True final True",
     ]
+
+
+class ShortOnce(PolicyStore):
+    """A real store whose first `short` reloads fail as a reload does when the process has no
+    descriptor to read with (retry set), without reading; later ones are the store's own."""
+
+    def __init__(self, path: Path, short: int) -> None:
+        super().__init__(path)
+        self.short = short
+        self.attempts: list[float] = []
+
+    async def reload(self) -> ReloadResult:
+        self.attempts.append(time.monotonic())
+        if len(self.attempts) <= self.short:
+            version = self.live.policy.version if self.live else ""
+            return ReloadResult(False, version, changed=False, retry=True)
+        return await super().reload()
+
+
+RETRY = 0.1
+
+
+def test_a_reload_short_of_descriptors_is_tried_again_backing_off(tmp_path: Path) -> None:
+    """The change was seen and the files look the same afterwards: only the retry brings the
+    edit in. Retries come `retry_s` after the first failure (plus the debounce), then twice
+    that, and so on (RETRY_S in production; shorter here to keep the test short)."""
+    policy = tmp_path / "main.yaml"
+    policy.write_text(versioned(1), encoding="utf-8")
+    store = ShortOnce(policy, short=0)
+    assert store.load_now().ok
+
+    async def run() -> None:
+        async with watching(store, retry_s=RETRY):
+            await asyncio.sleep(QUIET_S)  # the catch-up reload at start is done
+            store.attempts.clear()
+            store.short = 2  # this edit's first two reloads find no descriptor
+            target = version_after(store, lambda: policy.write_text(versioned(2), encoding="utf-8"))
+            await until_live(store, target, timeout_s=10)
+
+    asyncio.run(run())
+    assert len(store.attempts) == 3
+    gaps = [b - a for a, b in itertools.pairwise(store.attempts)]
+    debounce = DEBOUNCE_MS / 1000
+    for gap, wait in zip(gaps, [RETRY, 2 * RETRY], strict=True):
+        assert wait + debounce - 0.05 <= gap <= wait + debounce + POLL_S + 0.3, gaps

@@ -102,7 +102,7 @@ class Debounce:
         self.first = None
 
 
-async def watch(store: PolicyStore, *, stop: asyncio.Event | None = None) -> None:
+async def watch(store: PolicyStore, *, stop: asyncio.Event | None = None, retry_s: float = RETRY_S) -> None:
     """Reload the store after the files it reads change, until cancelled (or `stop` is set).
 
     An editor's save or a script writing a file twenty times spans several polls;
@@ -110,7 +110,7 @@ async def watch(store: PolicyStore, *, stop: asyncio.Event | None = None) -> Non
     notes the time, and the reload waits until the Debounce says the burst is over.
     One reload at start catches up with any change since the start-up load (a no-op when
     nothing changed). A reload that could not read the files for want of descriptors
-    (EMFILE) is tried again, RETRY_S later and backing off: the change it was for would
+    (EMFILE) is tried again, `retry_s` later and backing off: the change it was for would
     otherwise be lost, since the files then look as they did when it was seen."""
     loop = asyncio.get_running_loop()
     seen: Snapshot | None = None
@@ -118,7 +118,7 @@ async def watch(store: PolicyStore, *, stop: asyncio.Event | None = None) -> Non
         seen = snapshot(store)
     debounce = Debounce()
     debounce.changed(loop.time())
-    retry_s, retry_at = RETRY_S, None
+    first_retry_s, retry_at = retry_s, None
     while stop is None or not stop.is_set():
         if retry_at is not None and loop.time() >= retry_at:
             retry_at = None
@@ -138,7 +138,7 @@ async def watch(store: PolicyStore, *, stop: asyncio.Event | None = None) -> Non
                 if result.retry:
                     retry_at, retry_s = loop.time() + retry_s, min(retry_s * 2, MAX_RETRY_S)
                 else:
-                    retry_at, retry_s = None, RETRY_S
+                    retry_at, retry_s = None, first_retry_s
                 if result.ok and result.changed:
                     log.info("reloaded after a file change: %s", result.version)
             continue
