@@ -23,7 +23,7 @@ from hostileutil import LimitedServe
 from reloadutil import call, expected, until, versioned
 
 NOFILE = 64
-HOLD_S = 1.5
+HOLD_S = 1.0
 EMFILE_LOGGED = "cannot read: Too many open files"
 
 
