@@ -113,26 +113,32 @@ def closed(conns: list[Conn]) -> list[str]:
 # ------------------------------------------------------------------ the cap
 
 
-@pytest.mark.parametrize(
-    ("soft", "cap"),
-    [
-        pytest.param(1024, 1024 - RESERVE, id="systemd-default-1024"),
-        pytest.param(256, 256 - RESERVE, id="256"),
-        pytest.param(RESERVE + 10, MIN_CONNECTIONS, id="below-the-reserve-floor"),
-        pytest.param(64, MIN_CONNECTIONS, id="64-floor"),
-    ],
-)
-def test_the_default_cap_is_the_fd_soft_limit_less_the_reserve(soft: int, cap: int) -> None:
-    """Read from RLIMIT_NOFILE in a child whose limit is lowered (the test process keeps its own)."""
-    code = "from router.server.connguard import ConnectionLimits; print(ConnectionLimits().cap())"
+LIMITS = [  # RLIMIT_NOFILE soft limit -> the default cap
+    (1024, 1024 - RESERVE),  # systemd's default
+    (256, 256 - RESERVE),
+    (RESERVE + 10, MIN_CONNECTIONS),  # below the reserve: the floor
+    (64, MIN_CONNECTIONS),
+]
+_CAPS = """
+import resource, sys
+from router.server.connguard import ConnectionLimits
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+for soft in map(int, sys.argv[1:]):
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    print(ConnectionLimits().cap())
+"""
 
-    def lower() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, soft))
 
+def test_the_default_cap_is_the_fd_soft_limit_less_the_reserve() -> None:
+    """Read from RLIMIT_NOFILE in a child whose soft limit is lowered (the test process keeps its own)."""
     out = subprocess.run(
-        [sys.executable, "-c", code], preexec_fn=lower, capture_output=True, text=True, timeout=30, check=True
+        [sys.executable, "-c", _CAPS, *(str(soft) for soft, _ in LIMITS)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
-    assert int(out.stdout) == cap
+    assert [int(line) for line in out.stdout.split()] == [cap for _, cap in LIMITS]
 
 
 def test_the_cap_here_and_an_explicit_one() -> None:

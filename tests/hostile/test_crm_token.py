@@ -26,8 +26,8 @@ from hostileutil import SAFE, VIP, LimitedServe, call_message, timed_call
 from reloadutil import until
 from serverutil import ADMIN_TOKEN, SECRET, dumps
 
-DEADLINE_MS = 1500
-TIMEOUT_MS = 1000
+DEADLINE_MS = 1000
+TIMEOUT_MS = 500
 SLACK_S = 0.3
 ENDLESS_LIMIT = 64 << 20
 TRICKLE_S = 20.0

@@ -1,9 +1,9 @@
-"""1,000 calls pipelined on one connection to `vapi-router serve`, sent in one go while the
-replies are read: every one gets its 200 with a reply Vapi accepts, in request order, in
-bounded time. Every tenth caller needs the HTTP CRM (`cache_ttl_s: 0`, so each looks up),
-so the pipeline mixes replies written from the parser with replies that wait in uvicorn's
-request cycle, and the calls behind a lookup queue behind it. Every reply, the fallback's
-too, names its call id, which proves the order."""
+"""1,000 calls pipelined on one connection to the router (uvicorn with serve's HTTP protocol,
+in process), sent in one go while the replies are read: every one gets its 200 with a reply
+Vapi accepts, in request order, in bounded time. Every tenth caller needs the HTTP CRM
+(`cache_ttl_s: 0`, so each looks up), so the pipeline mixes replies written from the parser
+with replies that wait in uvicorn's request cycle, and the calls behind a lookup queue
+behind it. Every reply, the fallback's too, names its call id, which proves the order."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from crmserver import CrmServer
 from hostileutil import SAFE, VIP, call_message, post_bytes, read_responses
-from serverutil import Subprocess, dumps, reply_problems
+from serverutil import InProcess, dumps, reply_problems
 
 DEPTH = 1000
 CRM_EVERY = 10
@@ -53,7 +53,7 @@ def caller(i: int) -> str:
 def test_a_thousand_pipelined_calls_on_one_connection(tmp_path: Path) -> None:
     with CrmServer() as crm:
         crm.contacts.update({caller(i): {"tags": ["vip"]} for i in range(0, DEPTH, CRM_EVERY)})
-        with Subprocess(tmp_path, policy(crm.url_template)) as srv:
+        with InProcess(tmp_path, policy(crm.url_template)) as srv:
             bodies = [dumps(call_message(caller=caller(i), call_id=f"deep-{i}")) for i in range(DEPTH)]
             wire = b"".join(post_bytes(body, srv.auth(body)) for body in bodies)
             with socket.create_connection(("127.0.0.1", srv.port), timeout=BOUND_S) as sock:

@@ -9,8 +9,9 @@ ConfigMap updaters do), half are rewritten in place (truncated, then written), w
 reload can catch half-way (an empty file: a failed reload, put right by the next poll).
 tests/test_reload.py waits for each edit to take; here they come faster than reloads do (a
 poll every 250 ms, a 200 ms debounce, at most 2 s of delay in a burst): 10 bursts of 5 edits
-10 ms apart, 0.3 s between bursts, so that about one reload in each burst reads whatever the
-file holds then, and the bursts ending on an invalid edit make failed reloads."""
+10 ms apart, 0.3 s between bursts: a reload reads whatever the file holds then, mid-burst or
+in a gap. The last two bursts end on a valid edit and an invalid one, and each is waited for
+until the watcher has acted on it, so every run has both outcomes under load."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
+import httpx
 import orjson
 from reloadutil import BAY_CALLER, BROKEN, OTHER_CALLER, Load, body, broken, expected, until, versioned
 from serverutil import SECRET, Subprocess, metric, reply_problems
@@ -47,6 +49,16 @@ def edit(path: Path, k: int) -> None:
         os.replace(scratch, path)
 
 
+def settle(srv: Subprocess, client: httpx.Client, k: int) -> None:
+    """Until edit k (which ends a burst) has been reloaded: live if valid, refused if not; so
+    that each run has a valid edit gone live and an invalid one refused mid-way, whatever
+    the timing of the reloads during the bursts."""
+    if invalid(k):
+        until(lambda: client.get("/readyz").json()["last_reload_ok"] is False, 3, what=f"edit {k} refused")
+    else:
+        until(lambda: srv.post_webhook(client, body()).json() == expected(k), 3, what=f"edit {k} live")
+
+
 def test_fifty_edits_in_five_seconds_under_load(tmp_path: Path) -> None:
     srv = Subprocess(tmp_path, versioned(0))
     srv.argv.remove("--no-watch")
@@ -63,10 +75,15 @@ def test_fifty_edits_in_five_seconds_under_load(tmp_path: Path) -> None:
         with load:
             time.sleep(0.3)
             start = time.perf_counter()
+            waited = 0.0
             for k in range(1, EDITS + 1):
                 edit(srv.policy_path, k)
+                if k in (EDITS - 2 * BURST, EDITS - BURST):  # the watcher's verdict on these two
+                    t0 = time.perf_counter()
+                    settle(srv, client, k)
+                    waited += time.perf_counter() - t0
                 time.sleep(QUIET_S if k % BURST == 0 and k != EDITS else APART_S)
-            took = time.perf_counter() - start
+            took = time.perf_counter() - start - waited  # the edits' own pace
             until(
                 lambda: srv.post_webhook(client, body()).json() == expected(EDITS),
                 10,
@@ -85,14 +102,15 @@ def test_fifty_edits_in_five_seconds_under_load(tmp_path: Path) -> None:
     assert ready["last_reload_ok"] is True
     ok = metric(reloads, "router_policy_reloads_total", result="success")
     failed = metric(reloads, "router_policy_reloads_total", result="failure")
-    assert ok >= 2 and failed >= 1, (ok, failed)  # the bursts did make reloads of both kinds
+    assert ok >= 2 and failed >= 1, (ok, failed)  # both kinds, at least those `settle` waited for
     versions_seen = {orjson.loads(r).get("assistantId") for r in replies}
     assert len(versions_seen) > 2  # the calls saw the policy change under them
     latencies = sorted(s.end - s.start for s in samples)
     worst = latencies[-1]
     assert worst < WORST_S, worst
     print(
-        f"\n{EDITS} edits ({EDITS + 1 - len(valid)} invalid) in {took:.2f} s under {RATE} calls/s: "
+        f"\n{EDITS} edits ({EDITS + 1 - len(valid)} invalid) in {took:.2f} s (+{waited:.2f} s waiting for "
+        f"two verdicts) under {RATE} calls/s: "
         f"{len(samples)} calls, all 200, {len(versions_seen)} versions answered; reloads {ok:.0f} ok, "
         f"{failed:.0f} failed; p50 {statistics.median(latencies) * 1000:.1f} ms, "
         f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms, worst {worst * 1000:.0f} ms"

@@ -148,7 +148,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
 
 def exchange(port: int, data: bytes, expect: int | None) -> tuple[list[tuple[int, bytes]], bool]:
     """Send `data`; the responses (status, body) and whether the server closed the connection.
-    Reads until the server closes, or (`expect` responses in) until 0.2 s pass without a byte."""
+    Reads until the server closes, or (`expect` responses in) until 0.1 s pass without a byte."""
     responses: list[tuple[int, bytes]] = []
     buffer = b""
     closed = False
@@ -157,7 +157,7 @@ def exchange(port: int, data: bytes, expect: int | None) -> tuple[list[tuple[int
         end = time.monotonic() + 5
         while time.monotonic() < end:
             if expect is not None and len(responses) >= expect:
-                sock.settimeout(0.2)
+                sock.settimeout(0.1)
             try:
                 chunk = sock.recv(65536)
             except TimeoutError:
