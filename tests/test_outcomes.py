@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from serverutil import InProcess, metric, parse_metrics, payload, reply_problems
 
 from router.server.decisionlog import DecisionLog
-from router.server.outcomes import CallOutcomes
+from router.server.outcomes import CallOutcomes, redacted
 
 POLICY = """\
 version: 1
@@ -186,3 +186,45 @@ def test_a_decision_older_than_the_retention_is_forgotten() -> None:
     clock.now += 49 * 3600
     assert store.ended("status-update", {**END, "call": {"id": "old"}})
     assert counted(registry, "unknown") == 1 and counted(registry, "r") == 0
+
+
+@pytest.mark.parametrize(
+    ("artifacts", "logged"),
+    [
+        pytest.param(
+            {"assistantRequestError": "timeout of 7500ms exceeded"},
+            {"assistantRequestError": "timeout of 7500ms exceeded"},
+            id="the-shared-payload-unchanged",
+        ),
+        pytest.param(
+            {"error": "POST https://vapi:pw@router.example/webhook/vapi?secret=s&x=1 failed"},
+            {"error": "POST https://router.example/webhook/vapi?… failed"},
+            id="url-credentials-and-query",
+        ),
+        pytest.param(
+            {"customer": {"number": "+14155550142"}, "raw": "4155550142 or %2B14155550142"},
+            {"customer": {"number": "+*********42"}, "raw": "********42 or %2B*********42"},
+            id="numbers-in-any-plain-form",
+        ),
+        pytest.param(
+            {"headers": {"x-vapi-secret": "s", "Authorization": "Bearer t"}, "twilioAuthToken": "t"},
+            {"headers": {}},
+            id="credential-keys-dropped",
+        ),
+        pytest.param(
+            {
+                "at": "2026-01-01T18:00:05.190Z",
+                "status": 401,
+                "ids": ["0c5d8f2e-7a41-4b9e-9d33-5e2f6a1b7c90"],
+            },
+            {
+                "at": "2026-01-01T18:00:05.190Z",
+                "status": 401,
+                "ids": ["0c5d8f2e-7a41-4b9e-9d33-5e2f6a1b7c90"],
+            },
+            id="dates-codes-and-ids-kept",
+        ),
+    ],
+)
+def test_debugging_artifacts_are_redacted_for_the_log(artifacts: Any, logged: Any) -> None:
+    assert redacted(artifacts) == logged

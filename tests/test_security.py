@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from crmserver import CrmServer
 from hypothesis import given, settings
@@ -659,6 +660,8 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "VAPI_OAUTH_AUDIENCE": "vapi-router",
     }
     tokens: list[str] = []
+    signatures: list[str] = []
+    ended = 0
     with CrmServer() as crm, JwksServer() as jwks:
         jwks.keys = [public_jwk(JWKS_KEY, "k1")]
         env["VAPI_OAUTH_JWKS_URL"] = f"{jwks.url}?access_token={JWKS_URL_TOKEN}"
@@ -687,10 +690,17 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
                 assert srv.post_webhook(client, transfer).status_code == 200
                 answered += 1
                 body = request_body("hmac-log")
-                assert (
-                    client.post(srv.webhook_path, content=body, headers=hmac_headers(body)).status_code == 200
-                )
+                signed = hmac_headers(body)
+                signatures.append(signed["x-signature"])
+                assert client.post(srv.webhook_path, content=body, headers=signed).status_code == 200
                 answered += 1
+                # credentials in the query string: the URL is never logged either
+                query = f"{srv.webhook_path}?secret={SECRET}&access_token={ADMIN_TOKEN}"
+                assert client.post(query, content=body, headers=srv.auth(body)).status_code == 200
+                answered += 1
+                wrong_query = f"{srv.webhook_path}?secret={WRONG_SECRET}"
+                json_only = {"content-type": "application/json"}
+                assert client.post(wrong_query, content=body, headers=json_only).status_code == 401
                 # OAuth2: a token from the router's token URL, one from the authorization server
                 form = {"grant_type": "client_credentials", "client_id": "vapi"}
                 issued = client.post("/oauth/token", data=form | {"client_secret": OAUTH_CLIENT_SECRET})
@@ -701,17 +711,29 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
                     "iat": now,
                     "exp": now + 60,
                 }
+                basic = httpx.BasicAuth("vapi", OAUTH_CLIENT_SECRET)
+                issued_basic = client.post(
+                    "/oauth/token", data={"grant_type": "client_credentials"}, auth=basic
+                )
                 tokens += [issued.json()["access_token"], jws(claims, JWKS_KEY, "RS256", kid="k1")]
+                tokens.append(issued_basic.json()["access_token"])
                 for token in tokens:
                     headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
                     assert client.post(srv.webhook_path, content=body, headers=headers).status_code == 200
                     answered += 1
                 wrong = client.post("/oauth/token", data=form | {"client_secret": WRONG_SECRET})
                 assert wrong.status_code == 401
+                wrong_basic = httpx.BasicAuth("vapi", WRONG_SECRET)
+                wrong = client.post(
+                    "/oauth/token", data={"grant_type": "client_credentials"}, auth=wrong_basic
+                )
+                assert wrong.status_code == 401
+                wrong_signed = hmac_headers(body, WRONG_SECRET)
+                signatures.append(wrong_signed["x-signature"])
                 refused = [
                     {"x-vapi-secret": WRONG_SECRET},
                     {"authorization": f"Bearer {WRONG_SECRET}"},
-                    hmac_headers(body, WRONG_SECRET),
+                    wrong_signed,
                     {"x-vapi-secret": SECRET.upper()},
                     {"authorization": f"Bearer {tokens[0][:-4]}AAAA"},
                     {"authorization": f"Bearer {tokens[1][:-4]}AAAA"},
@@ -726,11 +748,43 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
                 assert explained.status_code == 200
                 junk = f'{{"message": {{"type": "assistant-request", "x": "{BODY_SENTINEL}"'.encode()
                 assert client.post(srv.webhook_path, content=junk, headers=srv.auth()).status_code == 400
+                # how the calls ended, as Vapi reports it: numbers, credentials and the
+                # debugging artifacts of a failed assistant-request (logged on purpose)
+                for message in ended_messages(tokens[0]):
+                    assert srv.post_webhook(client, message).status_code == 200
+                    ended += 1
             srv.stop()
         logs = {"decision log": srv.log_text(), "stdout": srv.stdout(), "stderr": srv.stderr()}
     logs["answered"] = str(answered)
+    logs["ended"] = str(ended)
     logs["tokens"] = json.dumps(tokens)
+    logs["signatures"] = json.dumps(signatures)
     return logs
+
+
+def ended_messages(token: str) -> list[dict[str, Any]]:
+    """A status-update `ended` by assistant-request-failed and an end-of-call-report, for two
+    calls routed in `logged`, carrying every number and credential Vapi might put in them."""
+    failed = payload("status-update.ended-assistant-request-failed.json")
+    failed["message"]["call"]["id"] = "log-0-12"
+    failed["message"]["customer"] = {"number": "+14155550142"}
+    failed["message"]["phoneNumber"] = {"number": DIALLED, "twilioAuthToken": TWILIO_TOKEN}
+    failed["message"]["inboundPhoneCallDebuggingArtifacts"] = {
+        "assistantRequestError": "Request failed with status code 401",
+        "assistantRequest": {
+            "url": f"https://vapi:{SECRET}@router.example/webhook/vapi?secret={SECRET}",
+            "headers": {"x-vapi-secret": SECRET, "authorization": f"Bearer {token}"},
+            "body": {"message": {"customer": {"number": "+14155550142"}, "phoneNumber": {"number": DIALLED}}},
+        },
+        "assistantRequestResponse": "no answer from https://router.example/webhook/vapi?caller=%2B14155550144",
+        "credentialId": TWILIO_TOKEN,
+    }
+    report = payload("end-of-call-report.json")
+    report["message"]["call"]["id"] = "log-1-12"
+    report["message"]["customer"] = {"number": "+14155550143"}
+    report["message"]["phoneNumber"] = {"number": DIALLED, "twilioAuthToken": TWILIO_TOKEN}
+    report["message"]["artifact"]["transcript"] = "User: call me back on +14155550143, code " + SECRET
+    return [failed, report]
 
 
 SECRETS = [SECRET, HMAC_SECRET, ADMIN_TOKEN, CRM_TOKEN, TWILIO_TOKEN, WRONG_SECRET, BODY_SENTINEL]
@@ -742,15 +796,19 @@ HTTPX_LINE = re.compile(r"^.* INFO httpx: HTTP Request: .*$\n?", re.MULTILINE)
 
 
 def test_no_secret_and_no_full_number_in_any_log_line(logged: dict[str, str]) -> None:
-    records = [json.loads(line) for line in logged["decision log"].splitlines()]
+    lines = [json.loads(line) for line in logged["decision log"].splitlines()]
+    records = [r for r in lines if r["type"] != "call-ended"]
     assert len(records) == int(logged["answered"])  # 400s and 401s write none
+    assert len(lines) - len(records) == int(logged["ended"])
     assert {r["caller"] for r in records} >= {phone.mask(n) for n in CALLERS}
     assert {r["crm_status"] for r in records} >= {"ok", "timeout", "error", "not_found"}
     assert any(r["fallback_reason"] for r in records)  # the failing paths were really taken
     tokens = json.loads(logged["tokens"])
-    assert len(tokens) == 2
-    # each token whole, and its signature alone
-    needles = [*SECRETS, *NUMBERS, *tokens, *(token.rsplit(".", 1)[1] for token in tokens)]
+    assert len(tokens) == 3
+    signatures = json.loads(logged["signatures"])
+    assert len(signatures) == 2
+    # each token whole, and its signature alone; the HMAC signatures sent, right and wrong
+    needles = [*SECRETS, *NUMBERS, *tokens, *(token.rsplit(".", 1)[1] for token in tokens), *signatures]
     for where in ("decision log", "stdout", "stderr"):
         text = HTTPX_LINE.sub("", logged[where])
         for needle in needles:

@@ -4,8 +4,12 @@ ConfigMap `..data` swap (directory and single-file paths), bursts, editor temp f
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import resource
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,7 +18,7 @@ from pathlib import Path
 import pytest
 from reloadutil import configmap_update, versioned
 
-from router.server.store import PolicyStore
+from router.server.store import PolicyStore, ReloadResult
 from router.server.watcher import DEBOUNCE_MS, POLL_S, Debounce, install_sighup, watch
 
 QUIET_S = POLL_S + DEBOUNCE_MS / 1000 + 0.4  # long enough for a reload that is coming to have come
@@ -27,9 +31,9 @@ def store_at(path: Path) -> PolicyStore:
 
 
 @asynccontextmanager
-async def watching(store: PolicyStore) -> AsyncIterator[None]:
+async def watching(store: PolicyStore, **options: float) -> AsyncIterator[None]:
     stop = asyncio.Event()
-    task = asyncio.create_task(watch(store, stop=stop))
+    task = asyncio.create_task(watch(store, stop=stop, **options))
     try:
         yield
     finally:
@@ -324,3 +328,120 @@ def test_an_edit_of_the_embedded_crm_file_reloads(tmp_path: Path) -> None:
 
     asyncio.run(run())
     assert tags() == {"gold"}
+
+
+# Run in a child whose RLIMIT_NOFILE is low, with every descriptor then taken: what the watcher
+# and the store see when the process is out of descriptors (EMFILE), with nothing faked.
+_OUT_OF_DESCRIPTORS = """
+import asyncio, errno, os, sys
+from pathlib import Path
+from router.server.store import PolicyStore
+from router.server.watcher import snapshot
+store = PolicyStore(Path(sys.argv[1]))
+assert store.load_now().ok
+seen = snapshot(store)
+held = []
+try:
+    while len(held) < 1000:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError as exc:
+    assert exc.errno == errno.EMFILE, exc
+try:
+    snapshot(store)
+    print("snapshot: a state")
+except OSError as exc:
+    print("snapshot: raised", errno.errorcode[exc.errno])
+for fd in held[-8:]:  # a few back: enough for the event loop, not for reading the files
+    os.close(fd)
+held = held[:-8]
+loop = asyncio.new_event_loop()
+while True:  # and take the rest again, so that the reload finds none
+    try:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        break
+result = loop.run_until_complete(store.reload())
+print("reload:", result.ok, "retry" if result.retry else "final", result.problems[0].message)
+for fd in held:
+    os.close(fd)
+result = loop.run_until_complete(store.reload())
+print("reload:", result.ok, "retry" if result.retry else "final", len(snapshot(store)) == len(seen))
+"""
+
+
+@pytest.mark.parametrize("kind", ["directory", "file"])
+def test_out_of_descriptors_the_snapshot_raises_and_the_reload_asks_for_a_retry(
+    tmp_path: Path, kind: str
+) -> None:
+    """EMFILE is not a state of the files: a snapshot that cannot list the directory raises
+    (watch skips that poll) instead of returning a set without the policy files, which would
+    look like a change; a reload that cannot read them fails with `retry` set (watch tries
+    again, see tests/hostile/test_watcher_emfile.py on the wire)."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "main.yaml").write_text(versioned(1), encoding="utf-8")
+    path = policies if kind == "directory" else policies / "main.yaml"
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    out = subprocess.run(
+        [sys.executable, "-c", _OUT_OF_DESCRIPTORS, str(path)],
+        preexec_fn=lower,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "snapshot: raised EMFILE",
+        "reload: False retry cannot read: Too many open files",
+        "reload: True final True",
+    ]
+
+
+class ShortOnce(PolicyStore):
+    """A real store whose first `short` reloads fail as a reload does when the process has no
+    descriptor to read with (retry set), without reading; later ones are the store's own."""
+
+    def __init__(self, path: Path, short: int) -> None:
+        super().__init__(path)
+        self.short = short
+        self.attempts: list[float] = []
+
+    async def reload(self) -> ReloadResult:
+        self.attempts.append(time.monotonic())
+        if len(self.attempts) <= self.short:
+            version = self.live.policy.version if self.live else ""
+            return ReloadResult(False, version, changed=False, retry=True)
+        return await super().reload()
+
+
+RETRY = 0.1
+
+
+def test_a_reload_short_of_descriptors_is_tried_again_backing_off(tmp_path: Path) -> None:
+    """The change was seen and the files look the same afterwards: only the retry brings the
+    edit in. Retries come `retry_s` after the first failure (plus the debounce), then twice
+    that, and so on (RETRY_S in production; shorter here to keep the test short)."""
+    policy = tmp_path / "main.yaml"
+    policy.write_text(versioned(1), encoding="utf-8")
+    store = ShortOnce(policy, short=0)
+    assert store.load_now().ok
+
+    async def run() -> None:
+        async with watching(store, retry_s=RETRY):
+            while not store.attempts:  # the catch-up reload at start (a no-op)
+                await asyncio.sleep(0.01)
+            store.attempts.clear()
+            store.short = 2  # this edit's first two reloads find no descriptor
+            target = version_after(store, lambda: policy.write_text(versioned(2), encoding="utf-8"))
+            await until_live(store, target, timeout_s=10)
+
+    asyncio.run(run())
+    assert len(store.attempts) == 3
+    gaps = [b - a for a, b in itertools.pairwise(store.attempts)]
+    debounce = DEBOUNCE_MS / 1000
+    for gap, wait in zip(gaps, [RETRY, 2 * RETRY], strict=True):
+        assert wait + debounce - 0.05 <= gap <= wait + debounce + POLL_S + 0.3, gaps

@@ -138,6 +138,8 @@ class HttpCrm:
             OAuth2Token(
                 {k: ENV_REF.sub(lambda m: env_value(environ, m[1]), v) for k, v in oauth2.items()},
                 clock=clock,
+                max_body_bytes=max_body_bytes,
+                timeout_s=timeout_ms / 1000,
             )
             if oauth2
             else None

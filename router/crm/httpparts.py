@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
-import orjson
 import phonenumbers
 
+from router.crm.body import MAX_BODY_BYTES, NOT_JSON, BodyRefused, parse_json, read_capped
 from router.runtime.records import CrmRecord
 
 ENV_REF = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -39,9 +39,21 @@ TOKEN_MARGIN_S = 60.0  # fetch a new token this long before the old one expires 
 
 class OAuth2Token:
     """An OAuth2 client-credentials token: fetched once for all lookups (single-flight),
-    cached, and fetched again before it expires. A failure is a CRM error record."""
+    cached, and fetched again before it expires. A failure is a CRM error record.
 
-    def __init__(self, settings: Mapping[str, str], *, clock: Callable[[], float] = time.monotonic) -> None:
+    The token endpoint's answer is read as the CRM's is (crm/body.py): at most
+    `max_body_bytes`, as sent and as inflated. A fetch is abandoned after `timeout_s` in all
+    (httpx's timeouts are per read: a trickling answer would hold the one fetch every lookup
+    waits on), so the next lookup starts a new one."""
+
+    def __init__(
+        self,
+        settings: Mapping[str, str],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        timeout_s: float = 1.0,
+    ) -> None:
         self._form = {
             "grant_type": "client_credentials",
             "client_id": settings["client_id"],
@@ -51,6 +63,8 @@ class OAuth2Token:
             self._form["scope"] = settings["scope"]
         self._url = settings["token_url"]
         self._clock = clock
+        self._max_body = max_body_bytes
+        self._timeout_s = timeout_s
         self._token: str | None = None
         self._renew_at = 0.0
         self._task: asyncio.Task[str] | None = None
@@ -65,6 +79,9 @@ class OAuth2Token:
             return self._token
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._fetch(client))
+            # its waiters may all have gone (their deadlines): its failure is then nobody's to
+            # see, and asyncio would log it as a traceback ("exception was never retrieved")
+            self._task.add_done_callback(_seen)
         try:
             async with asyncio.timeout_at(deadline):
                 return await asyncio.shield(self._task)
@@ -77,13 +94,19 @@ class OAuth2Token:
 
     async def _fetch(self, client: httpx.AsyncClient) -> str:
         self.fetches += 1
-        response = await client.post(self._url, data=self._form)
-        if not 200 <= response.status_code < 300:
-            raise _TokenError(f"HTTP {response.status_code}")
-        try:
-            data = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            raise _TokenError("body is not JSON") from None
+        async with (
+            asyncio.timeout(self._timeout_s),
+            client.stream("POST", self._url, data=self._form) as response,
+        ):
+            if not 200 <= response.status_code < 300:
+                raise _TokenError(f"HTTP {response.status_code}")
+            try:
+                body = await read_capped(response, self._max_body)
+            except BodyRefused as exc:
+                raise _TokenError(str(exc)) from None
+        data = await parse_json(body)
+        if data is NOT_JSON:
+            raise _TokenError("body is not JSON")
         token = data.get("access_token") if isinstance(data, dict) else None
         if not isinstance(token, str) or not token:
             raise _TokenError("no access_token in the answer")
@@ -95,6 +118,11 @@ class OAuth2Token:
 
 class _TokenError(Exception):
     pass
+
+
+def _seen(task: asyncio.Task[str]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _seconds(value: object, *, default: float) -> float:

@@ -52,7 +52,8 @@ def read_texts(path: Path) -> list[tuple[str, str]]:
     try:
         return _read_texts(path)
     except OSError as exc:  # listing or probing the directory; a file's own read is worded below
-        raise PolicyError(str(path), 1, 1, f"cannot read: {exc.strerror or exc}", "no-file") from None
+        # `from exc`: the reload can tell a lack of descriptors (retried) from the files' fault
+        raise PolicyError(str(path), 1, 1, f"cannot read: {exc.strerror or exc}", "no-file") from exc
 
 
 def _read_texts(path: Path) -> list[tuple[str, str]]:
@@ -76,7 +77,7 @@ def _read_texts(path: Path) -> list[tuple[str, str]]:
             message = f"file is not UTF-8 text (byte 0x{raw[exc.start]:02x}); save it as UTF-8"
             raise PolicyError(str(f), line, col, message, "not-text") from None
         except OSError as exc:
-            raise PolicyError(str(f), 1, 1, f"cannot read: {exc.strerror}", "no-file") from None
+            raise PolicyError(str(f), 1, 1, f"cannot read: {exc.strerror}", "no-file") from exc
     return out
 
 

@@ -18,10 +18,11 @@ import orjson
 from router.runtime.evaluator import evaluate, evaluate_transfer, explain
 from router.runtime.facttypes import Facts
 from router.runtime.model import Decision, Policy
-from router.runtime.replies import choose, render, render_bytes
+from router.runtime.replies import TemplateError, choose, empty_choice, render, render_bytes
 
-# What a caller hears if even the fallback cannot be rendered (it has no templates to fail,
-# so this is for bugs only): a polite refusal is better than a spoken HTTP error.
+# What a caller hears if even the fallback gives no reply Vapi takes: a `${…}` value that
+# rendered out of Vapi's limits or left the reply's choice empty (lint refuses such a
+# fallback: `fallback-template`), or a bug. A polite refusal beats a spoken HTTP error.
 LAST_RESORT = orjson.dumps({"error": "Sorry, we can't take your call right now. Please try again shortly."})
 # Replies a transfer-destination-request can use; the fallback answers one only if it is such.
 TRANSFER_KINDS = ("destination", "error")
@@ -40,8 +41,10 @@ def fault_reason(exc: BaseException) -> str:
 def answer_fallback(
     policy: Policy, facts: Facts | None, reason: str, *, transfer: bool = False, route: str | None = None
 ) -> Rendered:
-    """The fallback target's reply (lenient templates, so it cannot fail on a missing value).
+    """The fallback target's reply (lenient templates: a missing value renders as "").
 
+    It is checked as every reply is (Policy.check_reply): one that fails Vapi's schema, or
+    whose choice rendered empty, answers LAST_RESORT, with both reasons.
     A transfer-destination-request gets the fallback only when it is a destination or an
     error; an assistant is no answer to it, so it gets `{}` (no transfer) instead."""
     try:
@@ -50,6 +53,11 @@ def answer_fallback(
         if transfer and leaf.kind not in TRANSFER_KINDS:
             return NO_TRANSFER, "none", route, None, reason
         body = leaf.prepared if leaf.prepared is not None else orjson.dumps(reply)
+        if leaf.templated:  # only ${…} values can take a reply out of Vapi's limits
+            if empty_choice(leaf.kind, reply):
+                raise TemplateError(f"the {leaf.kind} rendered empty for this call")
+            if policy.check_reply is not None:
+                policy.check_reply(leaf, body)
         return body, leaf.kind, route, leaf.name or policy.fallback.name, reason
     except Exception as exc:  # a bug: still an answer, and the reason says so
         return LAST_RESORT, "error", route, None, f"{reason}; the fallback failed too: {fault_reason(exc)}"

@@ -102,12 +102,12 @@ def render(
     if not leaf.templated:
         return dict(leaf.body), leaf
     filled: dict[str, Any] = _fill(dict(leaf.body), facts, route, lenient)
-    if not lenient and _empty_choice(leaf.kind, filled):
+    if not lenient and empty_choice(leaf.kind, filled):
         raise TemplateError(f"the {leaf.kind} rendered empty for this call")
     return filled, leaf
 
 
-def _empty_choice(kind: str, reply: dict[str, Any]) -> bool:
+def empty_choice(kind: str, reply: dict[str, Any]) -> bool:
     """Whether templates left the reply's one choice empty (Vapi would refuse it)."""
     value = reply.get(kind)
     if kind == "destination" and isinstance(value, dict):
@@ -175,7 +175,7 @@ def _mark(value: Any, token: str, refs: list[tuple[str, str]], owned: dict[int, 
 
 
 def _choice_refs(kind: str, body: Mapping[str, Any], owned: dict[int, list[int]]) -> tuple[int, ...] | None:
-    """The references whose values all being "" leaves the choice empty (_empty_choice);
+    """The references whose values all being "" leaves the choice empty (empty_choice);
     () when it never renders empty; None when that is not up to the references alone (a
     templated destination type, or a choice that is always empty)."""
     value = body.get(kind)

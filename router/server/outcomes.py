@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -53,6 +54,12 @@ FAILED_PREFIX = "assistant-request-"
 
 # call id -> (route, target, decided at (epoch s), masked caller, masked dialled)
 Decided = tuple[str, str | None, float, str, str]
+
+# In the text of Vapi's debugging artifacts (logged as sent, their shape being unspecified):
+# a URL's user:password@ and query string, and any run of 7+ digits (a phone number in any
+# plain form: +E.164, URL-encoded %2B, national digits), which keeps its last two digits.
+_URL = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^\s/?#@]*@)?([^\s?#]*)(\?[^\s#]*)?")
+_DIGITS = re.compile(r"(\+|%2[bB])?(\d{7,})")
 
 
 class CallOutcomes:
@@ -131,7 +138,7 @@ class CallOutcomes:
             "counted": counts,
         }
         if reason.startswith(FAILED_PREFIX):
-            artifacts = strip_secrets(message.get("inboundPhoneCallDebuggingArtifacts"))
+            artifacts = redacted(message.get("inboundPhoneCallDebuggingArtifacts"))
             line["debugging_artifacts"] = artifacts
             log.warning(
                 "call %s ended with %s (route %s); Vapi's inboundPhoneCallDebuggingArtifacts: %s",
@@ -142,6 +149,23 @@ class CallOutcomes:
             )
         self.decision_log.write(line)
         return counts
+
+
+def redacted(value: Any) -> Any:
+    """Debugging artifacts fit for a log: keys that look like credentials dropped (as a capture
+    drops them), and in every text URL credentials and query strings cut and numbers masked."""
+    return _scrubbed(strip_secrets(value))
+
+
+def _scrubbed(value: Any) -> Any:
+    if isinstance(value, str):
+        text = _URL.sub(lambda m: m[1] + m[2] + ("?…" if m[3] else ""), value)
+        return _DIGITS.sub(lambda m: (m[1] or "") + "*" * (len(m[2]) - 2) + m[2][-2:], text)
+    if isinstance(value, Mapping):
+        return {_scrubbed(k): _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(v) for v in value]
+    return value
 
 
 def duration(message: Mapping[str, Any], decided_at: float | None, now: float) -> float | None:

@@ -12,10 +12,11 @@ a decision half-way. Reloads are serialised; an invalid edit leaves the old poli
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -38,6 +39,18 @@ class ReloadResult:
     version: str
     problems: tuple[PolicyError, ...] = ()  # positioned values, up to /readyz and /-/reload
     changed: bool = True
+    # failed for want of descriptors (EMFILE, ENFILE), not for what the files say: the watcher
+    # tries again, since the change it saw was never read
+    retry: bool = False
+
+
+_SHORT = (errno.EMFILE, errno.ENFILE)
+
+
+def short_of_descriptors(exc: BaseException | None) -> bool:
+    """Whether `exc` (or the OS error it was raised from) is the OS lacking descriptors."""
+    cause = exc.__cause__ if isinstance(exc, PolicyError) else exc
+    return isinstance(cause, OSError) and cause.errno in _SHORT
 
 
 class PolicyStore:
@@ -148,10 +161,12 @@ class PolicyStore:
             try:
                 texts = await asyncio.to_thread(read_texts, self.path)
             except PolicyError as exc:
-                return self._apply(Loaded((), (exc,), None, ""), None)
+                failed = self._apply(Loaded((), (exc,), None, ""), None)
+                return replace(failed, retry=True) if short_of_descriptors(exc) else failed
             except OSError as exc:  # no thread or descriptor to read with: a failed reload too
                 problem = PolicyError(str(self.path), 1, 1, f"cannot read: {exc.strerror or exc}", "no-file")
-                return self._apply(Loaded((), (problem,), None, ""), None)
+                failed = self._apply(Loaded((), (problem,), None, ""), None)
+                return replace(failed, retry=True) if short_of_descriptors(exc) else failed
             version = version_of(texts)
             live = self.live
             if (

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -28,6 +29,8 @@ log = logging.getLogger("router.server.watcher")
 POLL_S = 0.25  # how often the files are looked at
 DEBOUNCE_MS = 200  # reload once the files have been quiet this long...
 MAX_DELAY_MS = 2000  # ...or this long after the first change, if they never go quiet
+RETRY_S = 0.5  # a reload that found no descriptor to read with is tried again after this,
+MAX_RETRY_S = 8.0  # doubling up to this while descriptors stay short
 
 Snapshot = tuple[tuple[str, int, int, int, int], ...]  # (path, mtime_ns, size, inode, mode) per file
 
@@ -53,8 +56,10 @@ def snapshot(store: PolicyStore) -> Snapshot:
                     directory and name.endswith(".yaml") and not name.endswith(".test.yaml")
                 ):
                     paths.append(entry.path)
-    except OSError:  # the directory is gone for now: that is a state too
-        pass
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):  # nothing seen: not a state (watch looks again)
+            raise
+        # the directory is gone for now: that is a state too
     live = store.live
     if live is not None and live.policy.crm is not None and live.policy.crm.file:
         paths.append(live.policy.crm.file)
@@ -97,34 +102,50 @@ class Debounce:
         self.first = None
 
 
-async def watch(store: PolicyStore, *, stop: asyncio.Event | None = None) -> None:
+async def watch(store: PolicyStore, *, stop: asyncio.Event | None = None, retry_s: float = RETRY_S) -> None:
     """Reload the store after the files it reads change, until cancelled (or `stop` is set).
 
     An editor's save or a script writing a file twenty times spans several polls;
     reloading at the first changed poll would reload mid-write. Detection therefore only
     notes the time, and the reload waits until the Debounce says the burst is over.
     One reload at start catches up with any change since the start-up load (a no-op when
-    nothing changed)."""
+    nothing changed). A reload that could not read the files for want of descriptors
+    (EMFILE) is tried again, `retry_s` later and backing off: the change it was for would
+    otherwise be lost, since the files then look as they did when it was seen."""
     loop = asyncio.get_running_loop()
-    seen = snapshot(store)
+    seen: Snapshot | None = None
+    with contextlib.suppress(OSError):
+        seen = snapshot(store)
     debounce = Debounce()
     debounce.changed(loop.time())
+    first_retry_s, retry_at = retry_s, None
     while stop is None or not stop.is_set():
+        if retry_at is not None and loop.time() >= retry_at:
+            retry_at = None
+            debounce.changed(loop.time())
         wait = debounce.due_in(loop.time())
         if wait is not None and wait <= 0:
             debounce.done()
             # taken before the reload reads the files: a write during the reload shows
             # at the next poll (and reloads again; a no-op if the texts are the same)
-            seen = snapshot(store)
+            with contextlib.suppress(OSError):
+                seen = snapshot(store)
             try:
                 result = await store.reload()
             except Exception:  # never stop watching (store.reload reports its own faults)
                 log.exception("reloading %s failed", store.path)
             else:
+                if result.retry:
+                    retry_at, retry_s = loop.time() + retry_s, min(retry_s * 2, MAX_RETRY_S)
+                else:
+                    retry_at, retry_s = None, first_retry_s
                 if result.ok and result.changed:
                     log.info("reloaded after a file change: %s", result.version)
             continue
-        await asyncio.sleep(POLL_S if wait is None else min(POLL_S, wait))
+        pause = POLL_S if wait is None else min(POLL_S, wait)
+        if retry_at is not None:
+            pause = min(pause, max(0.0, retry_at - loop.time()))
+        await asyncio.sleep(pause)
         try:
             now = snapshot(store)
         except OSError:  # no descriptor to look with (EMFILE): look again at the next poll

@@ -81,6 +81,30 @@ class Context:
             if "then" in raw:
                 yield from walk_target(w.at("then"), raw["then"], CONTEXTS[section])
 
+    def fallback_targets(self) -> list[tuple[Where, Any]]:
+        """The targets the fallback may answer with: `settings.fallback` (else `default`), a
+        name followed to its definition, a split to each of its variants."""
+        entry = self.settings.get("fallback") or self.default
+        todo = [entry] if entry else []
+        out: list[tuple[Where, Any]] = []
+        seen: set[int] = set()
+        while todo:
+            w, raw = todo.pop()
+            if isinstance(raw, str) and raw in self.targets:
+                w, raw = self.targets[raw]
+            if not isinstance(raw, dict) or id(raw) in seen:
+                continue
+            seen.add(id(raw))
+            out.append((w, raw))
+            variants = raw.get("split")
+            if isinstance(variants, list):
+                todo += [
+                    (w.at("split", i, "then"), v["then"])
+                    for i, v in enumerate(variants)
+                    if isinstance(v, dict) and "then" in v
+                ]
+        return out
+
     def conditions(self) -> Iterator[tuple[Where, dict[str, Any]]]:
         """Every condition position as (where, raw), nested ones too."""
         if self._conditions is None:

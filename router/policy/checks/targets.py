@@ -4,6 +4,7 @@ workflows, tool-call conditions in their place. Pure.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,9 +27,15 @@ from router.runtime.model import OVERRIDES
 # The kinds a target may be, as lint offers them: a retired kind (workflowId, workflow) still
 # counts as the target's kind, so using one gets [vapi-retired] alone, but it is never offered.
 OFFERED = tuple(k for k in PRIMARY if k not in RETIRED)
+_REFERENCE = re.compile(r"\$\{[^}]*\}")
+FALLBACK_TEMPLATE = (
+    "the fallback answers when a call's own facts fail; a ${…} value here can make a reply "
+    "Vapi refuses (a field Vapi limits, or the reply's choice left empty): write the value out"
+)
 
 
 def targets_well_formed(ctx: Context) -> Iterator[PolicyError]:
+    fallback = {id(raw) for _, raw in ctx.fallback_targets()}
     for w, raw, context in ctx.all_targets():
         if not isinstance(raw, dict):
             if context in TOOL_CONTEXTS and isinstance(raw, str) and raw in ctx.targets:
@@ -85,16 +92,27 @@ def targets_well_formed(ctx: Context) -> Iterator[PolicyError]:
                         severity="warning" if p.code == "vapi-unknown-field" else "error",
                     )
                 for spot in constrained_spots(key, raw[key], _has_template):
-                    yield Where(w.doc, w.pointer + pointer_of(key) + spot).error(
+                    where = Where(w.doc, w.pointer + pointer_of(key) + spot)
+                    if id(raw) in fallback:  # nothing to fall back to: lint refuses it
+                        yield where.error(FALLBACK_TEMPLATE, "fallback-template")
+                        continue
+                    yield where.error(
                         "a ${…} value feeds a field Vapi limits (length, pattern, enum or format); "
                         "a call whose value breaks it gets the fallback",
                         "vapi-template-limit",
                         severity="warning",
                     )
+        if id(raw) in fallback and _all_template(raw[kind]):  # `error: "${crm.x}"` may render ""
+            yield w.at(kind).error(FALLBACK_TEMPLATE, "fallback-template")
 
 
 def _has_template(value: Any) -> bool:
     return isinstance(value, str) and "${" in value
+
+
+def _all_template(value: Any) -> bool:
+    """A text that is nothing but ${…} references: it renders "" when they have no value."""
+    return _has_template(value) and _REFERENCE.sub("", value) == ""
 
 
 def workflows_retired(ctx: Context) -> Iterator[PolicyError]:
