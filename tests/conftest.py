@@ -20,7 +20,6 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "postgresql": ("/usr/lib/postgresql/*/bin/postgres", "Debian's postgresql"),
     "chromium": ("/usr/bin/chromium", "Debian's chromium and chromium-driver"),
 }
-_MISSING: dict[str, int] = {}
 
 
 def find_component(name: str) -> Path | None:
@@ -34,10 +33,9 @@ def find_component(name: str) -> Path | None:
 
 
 def require_component(name: str) -> Path:
-    """The binary, or a skip counted for the loud summary line."""
+    """The binary, or a skip the loud summary line counts (pytest_terminal_summary)."""
     path = find_component(name)
     if path is None:
-        _MISSING[name] = _MISSING.get(name, 0) + 1
         pytest.skip(f"{name} is not installed: `make system-deps` installs {COMPONENTS[name][1]}")
     return path
 
@@ -54,7 +52,17 @@ def chromium_bin() -> Path:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    for name, count in sorted(_MISSING.items()):
+    # counted from the skip reports, not _MISSING: under pytest-xdist (`make test`) the skips
+    # happen in the worker processes, and only their reports reach this one
+    missing: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        for name in COMPONENTS:
+            if reason.startswith(f"Skipped: {name} is not installed") or reason.startswith(
+                f"{name} is not installed"
+            ):
+                missing[name] = missing.get(name, 0) + 1
+    for name, count in sorted(missing.items()):
         terminalreporter.write_line(
             f"!!! {count} test(s) SKIPPED: {name} is not installed; run `make system-deps` "
             f"(as root on Debian/Ubuntu) to install {COMPONENTS[name][1]}",
