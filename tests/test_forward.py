@@ -346,7 +346,10 @@ def test_a_bad_upstream_never_delays_a_call_nor_grows_memory(
     )
     assert worst < LATENCY_S
     assert not load.failures  # every answered type got a 200, however the upstream failed
-    assert max(rss) - rss[0] < QUEUE * NOTE_BYTES / 2**20 + 16
+    # a flood's reads hold up to 1 MiB each, and the allocator keeps some of what they freed:
+    # +2 to +26 MiB measured with the fix, 53 to 145 MiB without it
+    slack = 40 if mode == "flood" else 16
+    assert max(rss) - rss[0] < QUEUE * NOTE_BYTES / 2**20 + slack
     if mode == "hang":
         assert rss[2] - rss[1] < 4
         done = sum(

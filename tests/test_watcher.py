@@ -409,13 +409,17 @@ class ShortOnce(PolicyStore):
         super().__init__(path)
         self.short = short
         self.attempts: list[float] = []
+        self.finished = 0  # reloads that returned (a started one may still be reading)
 
     async def reload(self) -> ReloadResult:
         self.attempts.append(time.monotonic())
-        if len(self.attempts) <= self.short:
-            version = self.live.policy.version if self.live else ""
-            return ReloadResult(False, version, changed=False, retry=True)
-        return await super().reload()
+        try:
+            if len(self.attempts) <= self.short:
+                version = self.live.policy.version if self.live else ""
+                return ReloadResult(False, version, changed=False, retry=True)
+            return await super().reload()
+        finally:
+            self.finished += 1
 
 
 RETRY = 0.1
@@ -432,7 +436,9 @@ def test_a_reload_short_of_descriptors_is_tried_again_backing_off(tmp_path: Path
 
     async def run() -> None:
         async with watching(store, retry_s=RETRY):
-            while not store.attempts:  # the catch-up reload at start (a no-op)
+            # the catch-up reload at start (a no-op), finished: one still reading when the
+            # edit lands would load it itself, and the retries would never be needed
+            while not store.finished:
                 await asyncio.sleep(0.01)
             store.attempts.clear()
             store.short = 2  # this edit's first two reloads find no descriptor
