@@ -46,6 +46,27 @@ _RAW_REPLY = (
 )
 
 
+def split_requests(buf: bytes) -> tuple[list[bytes], bytes]:
+    """The lower-cased heads of the whole requests at the start of `buf` (split by the blank
+    line and content-length; the load generator sends nothing fancier), and what is left."""
+    heads = []
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            break
+        head = buf[:end].lower()
+        at = head.find(b"\r\ncontent-length:")
+        length = 0
+        if at >= 0:
+            stop = head.find(b"\r", at + 2)
+            length = int(head[at + 17 : stop if stop >= 0 else end])
+        if len(buf) < end + 4 + length:
+            break
+        buf = buf[end + 4 + length :]
+        heads.append(head)
+    return heads, buf
+
+
 class _Raw(asyncio.Protocol):
     """Counts complete requests by head + content-length and answers each with _RAW_REPLY."""
 
@@ -57,25 +78,9 @@ class _Raw(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass of it
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf + data
-        out = []
-        while True:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                break
-            head = buf[:end].lower()
-            at = head.find(b"\r\ncontent-length:")
-            length = 0
-            if at >= 0:
-                stop = head.find(b"\r", at + 2)
-                length = int(head[at + 17 : stop if stop >= 0 else end])
-            if len(buf) < end + 4 + length:
-                break
-            buf = buf[end + 4 + length :]
-            out.append(_RAW_REPLY)
-        self.buf = buf
-        if out and self.transport is not None:
-            self.transport.write(b"".join(out))
+        heads, self.buf = split_requests(self.buf + data)
+        if heads and self.transport is not None:
+            self.transport.write(_RAW_REPLY * len(heads))
 
 
 async def _serve_raw(port: int) -> None:

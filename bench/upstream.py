@@ -12,6 +12,8 @@ import asyncio
 import sys
 from typing import cast
 
+from bench.bareapp import split_requests
+
 REPLY = b'{"results":[{"name":"lookup","toolCallId":"t-1","result":"done"}]}'
 
 
@@ -39,29 +41,16 @@ class _Upstream(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass of it
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf + data
+        heads, self.buf = split_requests(self.buf + data)
         out = []
         posted = False
-        while True:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                break
-            head = buf[:end].lower()
-            at = head.find(b"\r\ncontent-length:")
-            length = 0
-            if at >= 0:
-                stop = head.find(b"\r", at + 2)
-                length = int(head[at + 17 : stop if stop >= 0 else end])
-            if len(buf) < end + 4 + length:
-                break
-            buf = buf[end + 4 + length :]
+        for head in heads:
             if head.startswith(b"post"):
                 _Upstream.posts += 1
                 posted = True
                 out.append(_POST_REPLY)
             else:
                 out.append(_response(b'{"posts":%d}' % _Upstream.posts))
-        self.buf = buf
         if out and self.transport is not None:
             reply = b"".join(out)
             if self.delay_s and posted:  # a batch with a POST waits, in order

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from serverutil import Subprocess, dumps, payload
 
@@ -242,7 +242,31 @@ def gzip_bomb(inflated_mb: int) -> bytes:
     return b"".join(out)
 
 
-class HostileCrm:
+class LocalHttpServer:
+    """A ThreadingHTTPServer on a free loopback port, served from a daemon thread while in
+    `with`; `stopped` tells a handler still writing that the test is over."""
+
+    stopped = False
+
+    def _listen(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.stopped = False
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped = True
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+class HostileCrm(LocalHttpServer):
     """`with HostileCrm() as crm:` a CRM whose answers attack the client: `endless` streams a
     JSON body that never ends, `bomb` sends `bomb` (a gzip bomb), `ok` a small VIP record."""
 
@@ -285,22 +309,8 @@ class HostileCrm:
                 with contextlib.suppress(OSError):
                     self.wfile.write(body)
 
-        self.stopped = False
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
+        self._listen(Handler)
         self.url_template = f"http://127.0.0.1:{self.port}/contacts?phone=${{caller}}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> HostileCrm:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopped = True
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
 
 
 def post_bytes(body: bytes, headers: dict[str, str]) -> bytes:

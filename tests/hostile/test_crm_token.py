@@ -16,13 +16,12 @@ token cannot be had."""
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from hostileutil import SAFE, VIP, LimitedServe, call_message, timed_call
+from hostileutil import SAFE, VIP, LimitedServe, LocalHttpServer, call_message, timed_call
 from reloadutil import until
 from serverutil import ADMIN_TOKEN, SECRET, dumps
 
@@ -34,13 +33,12 @@ TRICKLE_S = 20.0
 TOKEN = "tok-SENTINEL-1"
 
 
-class TokenEndpoint:
+class TokenEndpoint(LocalHttpServer):
     """POST /token answers by `mode`; GET /contacts answers a VIP contact to the right bearer."""
 
     def __init__(self) -> None:
         self.mode = "endless"
         self.sent: list[int] = []  # body bytes written per token request
-        self.stopped = False
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -88,20 +86,8 @@ class TokenEndpoint:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> TokenEndpoint:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopped = True
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        self._listen(Handler)
+        self.url = f"http://127.0.0.1:{self.port}"
 
 
 def policy(url: str) -> str:
