@@ -7,6 +7,7 @@ lint and schema are here; explain, hours/map, test, replay, diff, fmt, init and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -37,6 +38,8 @@ def cmd_lint(args: argparse.Namespace) -> int:
     for path in args.paths:
         for policy_set in policy_sets(Path(path)):
             problems.extend(lint_path(policy_set).problems)
+    if args.strict:  # warnings fail too: say so where they are printed and counted
+        problems = [dataclasses.replace(p, severity="error") for p in problems]
     if args.format == "json":
         print(report.problems_json(problems))
     elif args.format == "github":
@@ -44,8 +47,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
             print(report.problems_github(problems))
     elif problems:
         print(report.problems_text(problems))
-    errors = [p for p in problems if p.severity == "error" or args.strict]
-    return 1 if errors else 0
+    return 1 if any(p.severity == "error" for p in problems) else 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
