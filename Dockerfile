@@ -13,6 +13,6 @@ COPY policies /etc/vapi-router/policies
 USER 10001
 EXPOSE 8000
 # Webhook auth comes from the environment (VAPI_SERVER_SECRET, VAPI_HMAC_*, ROUTER_OAUTH_* or
-# VAPI_OAUTH_*; README "Auth"); serve refuses to start without webhook auth.
+# VAPI_OAUTH_*; README "HTTP", the auth variables); serve refuses to start without webhook auth.
 ENTRYPOINT ["vapi-router", "serve", "/etc/vapi-router/policies", "--host", "0.0.0.0", "--port", "8000"]
 CMD ["--workers", "2"]

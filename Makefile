@@ -12,7 +12,18 @@ SYSTEM_DEPS := postgresql chromium
 COMPILE = $(LOCKVENV)/bin/uv pip compile pyproject.toml --quiet --generate-hashes --universal \
 	--python-version 3.11 --custom-compile-command "make lock"
 
-.PHONY: install run test test-latest check lint bench lock lock-upgrade system-deps clean
+.PHONY: help install run test test-latest check lint bench lock lock-upgrade system-deps clean
+
+help:
+	@echo "make run          serve policies/ on 127.0.0.1:8000 with the embedded CRM (prints a curl)"
+	@echo "make test         the whole suite in 2 processes (TEST_WORKERS=0: one); installs system deps"
+	@echo "make check        what CI runs: ruff, mypy, lint and fmt --check of policies/ and examples/, then make test"
+	@echo "make lint         ruff, mypy, vapi-router lint and fmt --check"
+	@echo "make bench        the benchmarks (python -m bench SECTION... for some)"
+	@echo "make test-latest  the suite on the newest versions pyproject.toml allows (.venv-latest)"
+	@echo "make lock         re-resolve the locks after pyproject.toml changed; lock-upgrade: newest pins"
+	@echo "make system-deps  PostgreSQL and Chromium from apt-get when root on Debian/Ubuntu"
+	@echo "make clean        remove the venvs and caches"
 
 $(STAMP): pyproject.toml requirements.lock requirements-dev.lock
 	$(PY) tools/lockcheck.py check requirements.lock requirements-dev.lock
