@@ -78,7 +78,8 @@ def test_pre_commit_hooks_run_existing_commands() -> None:
 def test_ci_example_runs_existing_commands() -> None:
     workflow = yaml.safe_load((ROOT / "examples" / "ci" / "vapi-router.yml").read_text())
     runs = [s["run"] for job in workflow["jobs"].values() for s in job["steps"] if "run" in s]
-    commands = [line.strip() for run in runs for line in run.splitlines() if "vapi-router " in line]
+    lines = [line.strip() for run in runs for line in run.splitlines()]
+    commands = [line for line in lines if line.startswith("vapi-router ")]
     assert len(commands) >= 3
     for command in commands:
         argv = shlex.split(command.split(">")[0])
