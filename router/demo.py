@@ -26,7 +26,8 @@ def main() -> int:
         "--request policies/captured/demo-call.json\n"
         "Ready / metrics:  curl -s 127.0.0.1:8000/readyz ; curl -s 127.0.0.1:8000/metrics\n"
         f"Operator console: http://127.0.0.1:8000/-/console  (log in with the admin token: {admin_shown})\n"
-        "Who answers when: .venv/bin/vapi-router map policies --dialled +16505550117 --format html > map.html\n",
+        "Who answers when: .venv/bin/vapi-router map policies --dialled +16505550117"
+        " --format html > map.html\n",
         file=sys.stderr,
     )
     return run(ServeOptions(policy="policies", host="127.0.0.1", port=8000))
