@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import pytest
 from pgserver import PgServer
-from serverutil import ADMIN_TOKEN, SECRET, InProcess, Subprocess, dumps, payload
+from serverutil import ADMIN_TOKEN, SECRET, InProcess, Subprocess, dumps, metric, payload
 
 POLICY = """\
 version: 1
@@ -199,3 +199,7 @@ def test_a_slow_store_gives_the_fallback_within_the_deadline_and_recovers(
             " WHERE pool = 'sales' AND released IS NULL"
         )
         assert asyncio.run(_fetchval(dsn, holding)) == ["slow-0", "slow-3"]  # not slow-1, slow-2
+        # the store's slowness shows in the metrics too, not only as fallbacks
+        operation = "reserve" if what == "reservation" else "snapshot"
+        samples = srv.metrics(c)
+        assert metric(samples, "router_state_lookups_total", operation=operation, status="error") == 2

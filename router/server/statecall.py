@@ -139,11 +139,16 @@ async def _finish(p: StatePending) -> Outcome:
                 _record_later(p, call)
             return _ok(_outcome_of(live, facts, decision, record, eval_ns, transfer))
         pool = leaf.pool
-        granted = await _bounded(
-            store.reserve(call, pool, settings.pools.get(pool, 0), now + settings.max_hold_s),
-            p.deadline,
-            "reservation",
-        )
+        try:
+            granted = await _bounded(
+                store.reserve(call, pool, settings.pools.get(pool, 0), now + settings.max_hold_s),
+                p.deadline,
+                "reservation",
+            )
+        except StateError:  # counted like a failed snapshot, so a slow store shows in metrics
+            p.metrics.looked_up("reserve", False)
+            raise
+        p.metrics.looked_up("reserve", True)
         p.metrics.reserved(pool, granted)
         if granted:
             return _ok(_outcome_of(live, facts, decision, record, eval_ns, transfer))
