@@ -222,7 +222,8 @@ def test_a_pooled_target_chosen_on_a_full_pool_gives_the_fallback(tmp_path: Path
         full = srv.post_webhook(c, request("p1", "+14155550102"))
         assert full.status_code == 200 and full.json() == {"assistantId": "busy-assistant"}
         line = srv.wait_log(lambda r: r.get("call_id") == "p1")[-1]
-        assert (line["target"], line["fallback_reason"], line["state_status"]) == (
+        assert (line["route"], line["target"], line["fallback_reason"], line["state_status"]) == (
+            "sales",  # the route that matched, as for a template that fell back
             "busy",
             "pool sales is full",
             "ok",  # the store answered: the pool is full, not the store broken

@@ -186,9 +186,13 @@ def fallback(
     reason: str,
     *,
     transfer: bool = False,
+    route: str | None = None,
 ) -> Outcome:
-    """The fallback target's reply (runtime.decide.answer_fallback): deadline or fault."""
-    return _outcome(answer_fallback(live.policy, facts, reason, transfer=transfer), facts, record, eval_ns)
+    """The fallback target's reply (runtime.decide.answer_fallback): deadline or fault.
+    `route`: the route that matched when one did (its target could not answer: a full pool),
+    so the decision log and the route's hits still name it."""
+    rendered = answer_fallback(live.policy, facts, reason, transfer=transfer, route=route)
+    return _outcome(rendered, facts, record, eval_ns)
 
 
 def _outcome(rendered: Rendered, facts: Facts | None, record: CrmRecord | None, eval_ns: int) -> Outcome:

@@ -155,7 +155,8 @@ async def _finish(p: StatePending) -> Outcome:
         state = facts.state
         assert state is not None
         if state.full(pool):  # decided on a full pool already: nothing else to try
-            return _ok(fallback(live, facts, record, eval_ns, f"pool {pool} is full"))
+            matched = decision.route.id if decision.route else None
+            return _ok(fallback(live, facts, record, eval_ns, f"pool {pool} is full", route=matched))
         facts = replace(facts, state=state.with_full(pool))  # lost the race: decide again
     return _ok(fallback(live, facts, record, eval_ns, "no pool had a slot"))
 
