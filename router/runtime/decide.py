@@ -9,6 +9,7 @@ route needs it; the server looks it up in between (`Decision.needs_crm`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,7 @@ import orjson
 
 from router.runtime.evaluator import evaluate, evaluate_transfer, explain
 from router.runtime.facttypes import Facts
-from router.runtime.model import Decision, Policy
+from router.runtime.model import Decision, Policy, Target
 from router.runtime.replies import TemplateError, choose, empty_choice, render, render_bytes
 
 # What a caller hears if even the fallback gives no reply Vapi takes: a `${…}` value that
@@ -83,6 +84,14 @@ def answer_decision(policy: Policy, facts: Facts, decision: Decision, *, transfe
 
 def evaluate_for(policy: Policy, facts: Facts, *, transfer: bool = False) -> Decision:
     return evaluate_transfer(policy, facts) if transfer else evaluate(policy, facts)
+
+
+def wants_crm(decision: Decision, reads_crm: Callable[[Target], bool]) -> bool:
+    """Whether the caller is looked up for a decision made before any CRM facts are in: it
+    stopped for a CRM fact, or its target's reply reads one (`reads_crm`: the compiler's
+    target_reads_crm, or the server's precomputed set of such targets). The server and the
+    offline tools' warning share this rule."""
+    return decision.needs_crm or (decision.target is not None and reads_crm(decision.target))
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ def candidates(index: RouteIndex, facts: Facts) -> Iterable[int]:
         codes = index.caller_country_codes
         if (
             codes
-            and ((split := phone.SPLITS.get(c)) is None or split[0].code in codes)
+            and ((code := phone.known_code(c)) is None or code in codes)
             and (x := index.caller_country.get(phone.country_of(c) or "")) is not None
         ):
             found.append(x)

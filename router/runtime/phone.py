@@ -123,6 +123,13 @@ def type_of(e164: str) -> str:
     return _TYPE_NAMES.get(phonenumbers.number_type(number), "unknown")
 
 
+def known_code(e164: str) -> str | None:
+    """The calling code of a number normalise has just split (SPLITS); None when not at hand
+    (the evaluator then asks country_of, which works it out)."""
+    found = SPLITS.get(e164)
+    return found[0].code if found is not None else None
+
+
 def calling_codes(region: str) -> frozenset[str]:
     """The country calling codes under which phonenumbers lists `region` ({'44'} for GB)."""
     return frozenset(

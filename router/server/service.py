@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from router.runtime.decide import Rendered, answer_decision, answer_fallback, evaluate_for, fault_reason
+from router.runtime.decide import (
+    Rendered,
+    answer_decision,
+    answer_fallback,
+    evaluate_for,
+    fault_reason,
+    wants_crm,
+)
 from router.runtime.facts import facts_from_message
 from router.runtime.facttypes import Facts
 from router.runtime.model import Decision, Policy
@@ -116,9 +123,8 @@ def decide_now(
         t = time.perf_counter_ns()
         decision: Decision = evaluate_for(policy, facts, transfer=transfer)
         eval_ns = time.perf_counter_ns() - t
-        needs = decision.needs_crm or (
-            decision.target is not None and facts.crm_status is None and live.reads_crm(decision.target)
-        )
+        # NeedCrm is raised only while crm_status is None, so needs_crm implies it too
+        needs = facts.crm_status is None and wants_crm(decision, live.reads_crm)
         if not needs:
             return _outcome_of(live, facts, decision, None, eval_ns, transfer)
         return _with_crm(live, facts, started, transfer, eval_ns)

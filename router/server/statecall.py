@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from router.runtime.decide import evaluate_for, fault_reason
+from router.runtime.decide import evaluate_for, fault_reason, wants_crm
 from router.runtime.model import Policy
 from router.runtime.replies import choose
 from router.runtime.statefacts import StateFacts
@@ -117,11 +117,7 @@ async def _finish(p: StatePending) -> Outcome:
         decision = evaluate_for(live.policy, facts, transfer=transfer)
         eval_ns += time.perf_counter_ns() - t
         target = decision.target
-        if (
-            live.crm is not None
-            and facts.crm_status is None
-            and (decision.needs_crm or (target is not None and live.reads_crm(target)))
-        ):
+        if live.crm is not None and facts.crm_status is None and wants_crm(decision, live.reads_crm):
             facts, record, cut = await lookup_crm(live, facts, p.deadline)
             if cut:
                 return fallback(live, facts, record, eval_ns, record.reason)

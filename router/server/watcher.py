@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import signal
@@ -23,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from router.server.store import PolicyStore
+from router.server.store import PolicyStore, short_of_descriptors
 
 log = logging.getLogger("router.server.watcher")
 POLL_S = 0.25  # how often the files are looked at
@@ -57,7 +56,7 @@ def snapshot(store: PolicyStore) -> Snapshot:
                 ):
                     paths.append(entry.path)
     except OSError as exc:
-        if exc.errno in (errno.EMFILE, errno.ENFILE):  # nothing seen: not a state (watch looks again)
+        if short_of_descriptors(exc):  # nothing seen: not a state (watch looks again)
             raise
         # the directory is gone for now: that is a state too
     live = store.live

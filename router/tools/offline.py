@@ -18,7 +18,7 @@ from typing import Final
 from router.crm.clients import FileCrm
 from router.crm.sqlite import SqliteCrm
 from router.policy.compiler import target_reads_crm
-from router.runtime.decide import evaluate_for
+from router.runtime.decide import evaluate_for, wants_crm
 from router.runtime.facttypes import CrmStatus, Facts
 from router.runtime.model import Policy
 
@@ -74,4 +74,4 @@ def assumes_crm(policy: Policy, facts: Facts, crm: LocalCrm | None, *, transfer:
         decision = evaluate_for(policy, bare, transfer=transfer)
     except Exception:  # a regex past its time limit: the fallback answers, on no CRM fact
         return False
-    return decision.needs_crm or (decision.target is not None and target_reads_crm(decision.target))
+    return wants_crm(decision, target_reads_crm)
