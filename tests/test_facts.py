@@ -257,3 +257,25 @@ def test_call_time_defaults_to_now_and_reads_offsets() -> None:
     assert facts_from_call({}, region=None, now=NOW, crm_enabled=False).at == NOW
     at = facts_from_call({"at": "2026-11-21T22:00:00-05:00"}, region=None, now=NOW, crm_enabled=False).at
     assert at == datetime(2026, 11, 21, 22, tzinfo=timezone(timedelta(hours=-5)))
+
+
+def test_any_mapping_reads_as_the_dict_it_holds() -> None:
+    """facts_from_message tests `type(x) is dict` inline for speed; other mappings (a
+    read-only view, a test's UserDict) take the general road to the same facts."""
+    from collections import UserDict
+    from types import MappingProxyType
+
+    msg = {
+        "timestamp": 1767290405190,
+        "customer": {"number": "+14155550142", "sipUri": "sip:a@example.com"},
+        "phoneNumber": {"number": "+16505550117", "id": "pn-1", "sipUri": "sip:line@example.com"},
+        "call": {"id": "c-1", "assistantOverrides": {"variableValues": {"lang": "es", "n": 3}}},
+    }
+
+    def wrapped(value: Any, kind: Any) -> Any:
+        return kind({k: wrapped(v, kind) for k, v in value.items()}) if isinstance(value, dict) else value
+
+    plain = facts_from_message(msg, region="US", now=NOW, crm_enabled=True)
+    assert plain.phone_number_id == "pn-1" and plain.variables == {"lang": "es", "n": "3"}
+    for kind in (MappingProxyType, UserDict):
+        assert facts_from_message(wrapped(msg, kind), region="US", now=NOW, crm_enabled=True) == plain

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from router.runtime import phone
@@ -25,12 +26,12 @@ def _get(obj: Any, *path: str) -> Any:
     return obj
 
 
-def _child(obj: Any, key: str) -> Any:
-    """obj[key] of a mapping, None for anything else: _get with one key, at half its cost
-    (facts_from_message takes a dozen steps per call)."""
-    if type(obj) is dict:
-        return obj.get(key)
-    return obj.get(key) if isinstance(obj, Mapping) else None
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _mapping(obj: Any) -> Mapping[str, Any]:
+    """obj when it is a mapping, else an empty one: `.get` then answers None for anything."""
+    return obj if isinstance(obj, Mapping) else _EMPTY
 
 
 def _text(value: Any) -> str | None:
@@ -101,35 +102,57 @@ def facts_from_message(
 
     `crm_enabled` None leaves crm_status unset; False makes it "disabled"; True leaves it
     unset for the lookup, except "not_found" for an anonymous caller (nothing to look up)."""
-    call = _child(message, "call")  # each path below from `call` is the same as from `message`
-    number = _child(message, "phoneNumber")
-    customer = _child(message, "customer")
-    raw_caller = _text(_child(customer, "number")) or _text(_child(_child(call, "customer"), "number"))
-    raw_dialled = _text(_child(number, "number"))
-    variables_raw = _child(_child(call, "assistantOverrides"), "variableValues")
+    # Every call takes this path: parsed JSON is plain dicts and strings, so those are tested
+    # inline (`type(x) is dict`, `is str`) and anything else goes through _mapping / _text.
+    message = message if type(message) is dict else _mapping(message)
+    call = message.get("call")
+    if type(call) is not dict:  # each path below from `call` is the same as from `message`
+        call = _mapping(call)
+    number = message.get("phoneNumber")
+    if type(number) is not dict:
+        number = _mapping(number)
+    customer = message.get("customer")
+    if type(customer) is not dict:
+        customer = _mapping(customer)
+    raw_caller = customer.get("number")
+    if type(raw_caller) is not str:
+        raw_caller = _text(raw_caller)
+    if not raw_caller:
+        raw_caller = _text(_mapping(call.get("customer")).get("number"))
+    raw_dialled = number.get("number")
+    if type(raw_dialled) is not str:
+        raw_dialled = _text(raw_dialled)
     variables: dict[str, str] = {}
+    variables_raw = _mapping(call.get("assistantOverrides")).get("variableValues")
     if variables_raw and isinstance(variables_raw, Mapping):
         for k, v in variables_raw.items():
-            text = scalar_text(v)
+            text = v if type(v) is str else scalar_text(v)
             if isinstance(k, str) and text is not None:
                 variables[k] = text
-    pnid = _text(_child(call, "phoneNumberId")) or _text(_child(number, "id"))
+    pnid = call.get("phoneNumberId")
+    if type(pnid) is not str or not pnid:
+        pnid = _text(pnid) or _text(number.get("id"))
+    call_id = call.get("id")
+    if type(call_id) is not str:
+        call_id = _text(call_id)
     caller = phone.normalise(raw_caller, region) if raw_caller else None
     status: CrmStatus | None = None
     if crm_enabled is False:
         status = "disabled"
     elif crm_enabled and caller is None:
         status = "not_found"
+    caller_sip = customer.get("sipUri")  # mostly absent
+    dialled_sip = number.get("sipUri")
     return Facts(
-        caller=caller,
-        dialled=phone.normalise(raw_dialled, region) if raw_dialled else None,
-        at=parse_time(message.get("timestamp")) or now or datetime.now(UTC),
-        phone_number_id=pnid,
-        call_id=_text(_child(call, "id")),
-        variables=variables,
-        crm_status=status,
-        caller_sip=_text(_child(customer, "sipUri")),
-        dialled_sip=_text(_child(number, "sipUri")),
+        caller,
+        phone.normalise(raw_dialled, region) if raw_dialled else None,
+        parse_time(message.get("timestamp")) or now or datetime.now(UTC),
+        pnid,
+        call_id,
+        variables,
+        status,
+        caller_sip=caller_sip if caller_sip is None or type(caller_sip) is str else _text(caller_sip),
+        dialled_sip=dialled_sip if dialled_sip is None or type(dialled_sip) is str else _text(dialled_sip),
     )
 
 

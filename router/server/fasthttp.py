@@ -49,6 +49,25 @@ _CLOSE = b"connection: close\r\n"
 _ERROR = b"Internal Server Error"
 
 
+# the status line and uvicorn's default headers (date, server) of the last reply written:
+# uvicorn replaces the list once a second, when the date changes
+_HEADS: dict[int, tuple[list[tuple[bytes, bytes]], bytes]] = {}
+
+
+def _head(status: int, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A reply's status line and default headers, up to the value of its content-length."""
+    cached = _HEADS.get(status)
+    if cached is not None and cached[0] is default_headers:
+        return cached[1]
+    out = [STATUS_LINE[status]]
+    for name, value in default_headers:
+        out += (name, b": ", value, b"\r\n")
+    out.append(b"content-length: ")
+    head = b"".join(out)
+    _HEADS[status] = (default_headers, head)
+    return head
+
+
 def find_router(app: Any) -> RouterApp | None:
     """The RouterApp inside uvicorn's middleware wrappers (proxy headers, message logger)."""
     for _ in range(8):
@@ -202,6 +221,7 @@ class WebhookProtocol(HttpToolsProtocol):
         self.guard_phase, self.guard_since = HEAD, self._guard.now
         self._began = time.perf_counter()  # a pipelined call's deadline counts from here (ARRIVED)
         self._fast = self._discard = False
+        self._length: bytes | None = None
         self._idle_since = None  # not idle (also for a request pipelined behind a fast reply)
         super().on_message_begin()
 
@@ -214,6 +234,8 @@ class WebhookProtocol(HttpToolsProtocol):
         value = value.rstrip(b" \t")
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
+        elif name == b"content-length" and self._length is None:
+            self._length = value  # the fast path's size check, without a second scan
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -294,8 +316,7 @@ class WebhookProtocol(HttpToolsProtocol):
         self.scope["method"] = "POST"
         if version != "1.1":
             self.scope["http_version"] = version
-        length = next((v for k, v in self.headers if k == b"content-length"), None)
-        if too_large(length):
+        if too_large(self._length):
             self._refuse_too_large()
             return
         if self.expect_100_continue:
@@ -329,10 +350,8 @@ class WebhookProtocol(HttpToolsProtocol):
 
     def _write(self, status: int, body: bytes) -> None:
         """One response, as uvicorn writes it for `send_json` (default headers first)."""
-        out = [STATUS_LINE[status]]
-        for name, value in self.server_state.default_headers:
-            out += (name, b": ", value, b"\r\n")
-        out += (b"content-length: ", str(len(body)).encode(), b"\r\n", _JSON_HEADERS)
+        head = _head(status, self.server_state.default_headers)
+        out = [head, str(len(body)).encode(), b"\r\n", _JSON_HEADERS]
         if not self._keep_alive:
             out.append(_CLOSE)
         out += (b"\r\n", body)

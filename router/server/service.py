@@ -144,7 +144,8 @@ def _with_crm(
         if record is None:
             deadline = started + live.policy.settings.deadline_ms / 1000
             return Pending(live, facts, deadline, eval_ns, transfer)
-        facts = facts.with_crm(record.status, record.tags, record.fields)
+        # decide_now's own facts, built for this call and not handed on: filled in place
+        facts = facts.filled_crm(record.status, record.tags, record.fields)
         return _route(live, facts, record, eval_ns, transfer)
     except Exception as exc:
         return _failed(live, facts, record, eval_ns, exc, transfer)
