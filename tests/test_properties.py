@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import io
 import json
@@ -323,6 +324,30 @@ def test_lint_clean_policies_compile_and_evaluate_on_random_facts(
         except TemplateError:  # a ${crm.X} the record lacks: the service answers the fallback
             reply, _ = render(policy.fallback, f, "fallback", lenient=True)
         assert reply_problems("assistant-request", reply) == [], (reply, data)
+
+
+@FAST
+@given(
+    policies(),
+    facts(),
+    st.sampled_from(["ok", "not_found", "timeout", "error"]),
+    st.lists(st.sampled_from(TAGS), max_size=3),
+    st.sampled_from([{}, {"tier": "gold"}, {"tier": "silver", "name": "Ann"}]),
+)
+def test_a_decision_that_reads_no_crm_fact_is_the_same_with_them(
+    data: dict[str, Any], f: Facts, status: Any, tags: list[str], fields: dict[str, str]
+) -> None:
+    """What lets the server look a caller up before evaluating (server.live._looks_up_first):
+    whatever the CRM says, a call that routed without asking for it routes the same."""
+    policy = compiled(data)
+    assume(policy is not None)
+    assert policy is not None
+    f = dataclasses.replace(f, crm_status=None, tags=frozenset(), crm={})
+    before = evaluate(policy, f)
+    assume(not before.needs_crm)
+    looked_up = f.with_crm(status, frozenset(tags) if status == "ok" else frozenset(), fields)
+    after = evaluate(policy, looked_up)
+    assert (after.route, after.target) == (before.route, before.target)
 
 
 @FAST

@@ -448,7 +448,9 @@ def test_post_reload_on_one_worker_reloads_every_worker(tmp_path: Path) -> None:
         srv.policy_path.write_text(versioned(2), encoding="utf-8")
         assert client.post("/-/reload", headers=srv.admin()).status_code == 200
         until(lambda: fresh_replies(srv, 40) == [expected(2)] * 40, 15, what="all workers on version 2")
-        assert len(set(worker_versions(srv, client).values())) == 1
+        # a worker sets router_policy_info just after it swaps policies: on a busy machine a
+        # scrape can fall between the two
+        until(lambda: len(set(worker_versions(srv, client).values())) == 1, 5, what="one version in /metrics")
 
 
 # ---------------------------------------------------------------- 5 and 6. under load

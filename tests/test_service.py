@@ -141,8 +141,10 @@ def test_file_crm_drives_tag_routes(tmp_path: Path) -> None:
             srv.post_webhook(client, call(n)).json() for n in ("+14155550142", "+14155550143", "+14155550199")
         ]
         anonymous = srv.post_webhook(client, call(None)).json()
+        blocked = srv.post_webhook(client, call("+15550000001")).json()
         records = srv.records_until_marker(client)
         samples = srv.metrics(client)
+    assert blocked == {"error": "Sorry, we can't take your call."}
     assert replies == [
         {"assistantId": VIP, "assistantOverrides": {"variableValues": {"name": "Dana", "tier": "gold"}}},
         {"assistantId": SAFE, "assistantOverrides": {"variableValues": {"status": "ok"}}},
@@ -154,9 +156,12 @@ def test_file_crm_drives_tag_routes(tmp_path: Path) -> None:
         ("crm-ok", "ok"),
         ("crm-not-found", "not_found"),
         ("crm-not-found", "not_found"),
+        # the file CRM is read before the evaluation (server.live._looks_up_first): a route that
+        # needs no CRM fact still logs what the file says; the HTTP CRM is not asked (below)
+        ("blocked", "not_found"),
     ]
     assert metric(samples, "router_crm_lookups_total", status="ok") == 3  # the marker is Dana again
-    assert metric(samples, "router_crm_lookups_total", status="not_found") == 1  # not the anonymous one
+    assert metric(samples, "router_crm_lookups_total", status="not_found") == 2  # not the anonymous one
 
 
 # --- 3. the HTTP CRM -----------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from router.crm.clients import CrmClient, FileCrm, HttpCrm
 from router.policy.compiler import target_reads_crm
+from router.policy.condcompile import reads_crm
 from router.runtime.evaluator import asks_crm_first
 from router.runtime.model import Policy, Target
 from router.state.base import StateStore
@@ -28,7 +29,7 @@ class Live:
     crm_targets: frozenset[int] = field(default_factory=frozenset)  # id() of targets whose reply reads CRM
     crm_stamp: tuple[int, int] | None = None  # the embedded CRM file's (mtime, size) when it was read
     state: StateStore | None = None  # live call state (DESIGN §13); None: the policy reads none
-    # every assistant-request with a caller stops for the CRM at route 0 (asks_crm_first)
+    # the caller is looked up before the evaluation (_looks_up_first)
     crm_first: bool = False
 
     def reads_crm(self, target: Target) -> bool:
@@ -116,8 +117,29 @@ def build_live(policy: Policy, previous: Live | None, env: Mapping[str, str]) ->
     distinct = {id(t): t for t in _all_targets(policy)}
     crm_targets = frozenset(i for i, t in distinct.items() if target_reads_crm(t))
     state = _state_for(policy, previous, env)
-    first = crm is not None and asks_crm_first(policy.index)
+    first = _looks_up_first(policy, crm, crm_targets)
     return Live(policy, crm, time.time(), crm_targets, stamp, state, first)
+
+
+def _looks_up_first(policy: Policy, crm: CrmClient | None, crm_targets: frozenset[int]) -> bool:
+    """Whether an assistant-request's caller is looked up before the policy is evaluated,
+    which spares the evaluation that would stop for the CRM (or whose target reads it) and
+    be done again on the record. The decision is the same either way: a route that reads
+    no CRM fact decides alike with or without them (tests/test_properties.py).
+
+    When every evaluation stops at route 0 for it (asks_crm_first), whatever the CRM. And
+    with the file CRM when anything in the policy reads CRM facts: its lookup is a read of
+    a dict in memory, cheaper than the evaluation it spares; the decision log then gives
+    every call's crm_status, also where the route that decided read none. A CRM that costs
+    a database read or a request (SQLite, PostgreSQL, HTTP) is asked only when a route or
+    the reply needs it."""
+    if crm is None:
+        return False
+    if asks_crm_first(policy.index):
+        return True
+    return isinstance(crm, FileCrm) and (
+        bool(crm_targets) or any(reads_crm(route.when) for route in policy.routes)
+    )
 
 
 def _state_for(policy: Policy, previous: Live | None, env: Mapping[str, str]) -> StateStore | None:

@@ -118,7 +118,7 @@ def decide_now(
         facts = base_facts(policy, message)
         if transfer:  # the tool call's arguments and asking assistant (DESIGN §9)
             facts = with_tool_call(facts, message)
-        elif live.crm_first and facts.crm_status is None:  # an evaluation now would stop for it
+        elif live.crm_first and facts.crm_status is None:  # looked up first (live._looks_up_first)
             return _with_crm(live, facts, started, transfer)
         t = time.perf_counter_ns()
         decision: Decision = evaluate_for(policy, facts, transfer=transfer)
