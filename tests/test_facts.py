@@ -279,3 +279,26 @@ def test_any_mapping_reads_as_the_dict_it_holds() -> None:
     assert plain.phone_number_id == "pn-1" and plain.variables == {"lang": "es", "n": "3"}
     for kind in (MappingProxyType, UserDict):
         assert facts_from_message(wrapped(msg, kind), region="US", now=NOW, crm_enabled=True) == plain
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        100_000_000_001,  # the smallest value read as milliseconds
+        1_767_290_405_190,
+        1_767_290_459_999,  # the last millisecond of a minute
+        1_767_290_460_000,
+        32_503_679_999_999,  # the last millisecond before the year 3000
+        32_503_680_000_000,  # the year 3000: not a call's time
+        100_000_000_000,  # read as seconds (year 5138): not a call's time
+        -1_767_290_405_190,
+    ],
+)
+def test_epoch_milliseconds_give_the_time_and_minute_parse_time_gives(stamp: int) -> None:
+    """Vapi's epoch-ms timestamps take a shorter road in facts_from_message (the minute by
+    integer division); it must give what parse_time and minute_of give."""
+    from router.runtime.facttypes import minute_of
+
+    f = facts_from_message({"timestamp": stamp}, region=None, now=NOW)
+    assert f.at == (parse_time(stamp) or NOW)
+    assert f.minute == minute_of(f.at)

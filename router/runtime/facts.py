@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from router.runtime import phone
-from router.runtime.facttypes import CrmStatus, Facts
+from router.runtime.facttypes import CrmStatus, Facts, note_minute
 from router.runtime.sip import is_sip
 
 
@@ -31,6 +31,8 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 def _mapping(obj: Any) -> Mapping[str, Any]:
     """obj when it is a mapping, else an empty one: `.get` then answers None for anything."""
+    if type(obj) is dict:  # parsed JSON; the ABC check costs a Python-level call
+        return obj
     return obj if isinstance(obj, Mapping) else _EMPTY
 
 
@@ -84,6 +86,11 @@ _FIRST_S = datetime(1900, 1, 1, tzinfo=UTC).timestamp()
 _LAST_S = datetime(3000, 1, 1, tzinfo=UTC).timestamp()
 
 
+# epoch milliseconds parse_time reads as such (above 1e11), up to the year 3000
+_FIRST_MS = 100_000_000_000
+_LAST_MS = int(_LAST_S) * 1000
+
+
 def _plausible(at: datetime) -> datetime | None:
     # far-off years would overflow when a schedule converts them to its zone
     year = at.year if at.tzinfo is UTC else at.astimezone(UTC).year
@@ -124,7 +131,7 @@ def facts_from_message(
         raw_dialled = _text(raw_dialled)
     variables: dict[str, str] = {}
     variables_raw = _mapping(call.get("assistantOverrides")).get("variableValues")
-    if variables_raw and isinstance(variables_raw, Mapping):
+    if variables_raw and (type(variables_raw) is dict or isinstance(variables_raw, Mapping)):
         for k, v in variables_raw.items():
             text = v if type(v) is str else scalar_text(v)
             if isinstance(k, str) and text is not None:
@@ -143,10 +150,16 @@ def facts_from_message(
         status = "not_found"
     caller_sip = customer.get("sipUri")  # mostly absent
     dialled_sip = number.get("sipUri")
+    stamp = message.get("timestamp")
+    if type(stamp) is int and _FIRST_MS < stamp < _LAST_MS:  # what Vapi sends: epoch ms
+        at = datetime.fromtimestamp(stamp / 1000, UTC)  # exact: whole ms are whole µs
+        note_minute(at, stamp // 60_000)
+    else:
+        at = parse_time(stamp) or now or datetime.now(UTC)
     return Facts(
         caller,
         phone.normalise(raw_dialled, region) if raw_dialled else None,
-        parse_time(message.get("timestamp")) or now or datetime.now(UTC),
+        at,
         pnid,
         call_id,
         variables,
