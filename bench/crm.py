@@ -32,6 +32,7 @@ from bench.http import (
     router_server,
     serving,
 )
+from bench.loadgen import FRESH_MARK
 from router.crm.postgres import PostgresCrm
 from router.crm.sqlite import SqliteCrm
 
@@ -103,7 +104,8 @@ def write_bodies(path: Path, numbers: list[str]) -> Path:
     with path.open("wb") as f:
         for i, caller in enumerate(numbers):
             call = Call(
-                call_id=f"crm-{i:06d}",
+                # every call its own id, as in real traffic (the loadgen fills the mark)
+                call_id=f"crm-{i:06d}-{FRESH_MARK.decode()}",
                 caller=caller,
                 dialled="+16505550117",
                 at=at,
@@ -191,7 +193,8 @@ def run() -> list[Row]:
                     big_router.ready_s <= 2,
                 )
             )
-            subject = _Subject(f"sqlite {CUSTOMERS:,}", big_router, bodies)
+            # callers cycled through 2,000 customers, each call with its own id
+            subject = _Subject(f"sqlite {CUSTOMERS:,}", big_router, bodies, fresh=0)
             _alternate([bare, subject], 1, 32, ROUNDS)
             rss_after = _rss_mib(big_router)
             grown = max(rss_big, rss_after) - rss_empty

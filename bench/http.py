@@ -136,11 +136,15 @@ def bundled_calls(count: int, *, seed: int = 3) -> list[Call]:
 
 def fresh_call(call: Call) -> Call:
     """The call with its caller's last six digits left for the loadgen to fill from its counter
-    (--fresh-callers): a caller the server has never seen, on every request. A caller-prefix
-    route longer than the digits kept is missed more often than with `call`."""
+    (--fresh-callers): a caller the server has never seen, on every request, in a call of its
+    own (the call id takes the same digits, as every real call has its own id: the server
+    remembers each decision by call id until the call ends). A caller-prefix route longer
+    than the digits kept is missed more often than with `call`."""
+    mark = FRESH_MARK.decode()
+    call = replace(call, call_id=f"{call.call_id}-{mark}")
     if call.caller is None or len(call.caller) < 9:
         return call
-    return replace(call, caller=call.caller[:-6] + FRESH_MARK.decode())
+    return replace(call, caller=call.caller[:-6] + mark)
 
 
 def write_bodies(path: Path, calls: Sequence[Call]) -> Path:
