@@ -111,7 +111,7 @@ def facts_from_message(
     unset for the lookup, except "not_found" for an anonymous caller (nothing to look up)."""
     # Every call takes this path: parsed JSON is plain dicts and strings, so those are tested
     # inline (`type(x) is dict`, `is str`) and anything else goes through _mapping / _text.
-    message = message if type(message) is dict else _mapping(message)
+    message = _mapping(message)
     call = message.get("call")
     if type(call) is not dict:  # each path below from `call` is the same as from `message`
         call = _mapping(call)
