@@ -14,6 +14,7 @@ from bench.deadline import run as deadline
 from bench.decision import run as decision
 from bench.forward import run as forward
 from bench.http import run as http
+from bench.instructions import run as instructions
 from bench.reload import run as reload
 from bench.state import run as state
 
@@ -22,6 +23,7 @@ SECTIONS: dict[str, Callable[[], list[Row]]] = {
     "decision": decision,
     "reload": reload,
     "http": http,
+    "instructions": instructions,
     "deadline": deadline,
     "crm": crm,
     "state": state,
