@@ -1,19 +1,20 @@
 """Section "instructions": CPU instructions per request, router against bare Starlette. [bench]
 
 Wall-clock figures on this shared 2-vCPU machine move by a third between runs (neighbours,
-caches); instruction counts do not. Under `valgrind --tool=callgrind` one child process
+caches); instruction counts move by under 1 % (string hashes are seeded per process). Under `valgrind --tool=callgrind` one child process
 builds both servers in process, the router's `WebhookProtocol` and uvicorn's httptools
-protocol with `bench.bareapp`, each on a transport that keeps what it is written, and feeds
-them the same HTTP/1.1 requests, one at a time, each answered before the next is sent. The
-counters run only around the measured requests (`callgrind_control -i on/off`, a dump per
-case), so start-up, warm-up and the harness itself are not counted.
+protocol with `bench.bareapp`, each on a transport that counts what it is written, and
+feeds them the same HTTP/1.1 requests, one at a time, each answered before the next is
+sent. The counters run only around the measured requests (`callgrind_control -i on/off`, a
+dump per case), so start-up and warm-up are not counted.
 
 What is counted is the server's user-space work for a request: the HTTP parser, the app,
-the routing and the decision log's line (written to the page cache every 10 ms; the write
-itself, like every system call, is the kernel's and not counted). The event loop's own
-wake-ups and the kernel's socket work are the same for both servers and not counted here:
-`bench http` measures those. The router's stages are counted on their own too (the body's
-JSON, auth, facts, decision, recording), so a change shows where it moved the count.
+the routing and the decision log's line, plus the few turns of the event loop the harness
+waits for each reply (one for the router, which answers in the parser's callback; more for
+uvicorn's task per request, so the bare endpoint's count carries a little more of them).
+System calls are the kernel's and not counted: `bench http` measures them with the rest.
+The router's stages are counted on their own too (the body's JSON, auth, facts, the
+decision), so a change shows where it moved the count.
 
 Skipped when valgrind is not installed (it is on every machine kind here; `apt-get install
 valgrind` elsewhere).
@@ -34,13 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import Row, clean_env, log
+from bench.loadgen import FRESH_MARK, build_requests
 
 CASES = 2_000  # requests per case: the count is exact, a few thousand only average the bodies
 WARM = 4_000  # requests before counting: every cache the server keeps is as in a long run
 
 
 class _Transport(asyncio.Transport):
-    """A connection's transport that keeps the bytes written to it."""
+    """A connection's transport that counts the writes and the replies' statuses."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -68,8 +70,6 @@ class _Transport(asyncio.Transport):
 
 
 def _requests(bodies: list[bytes], secret: str) -> list[bytes]:
-    from bench.loadgen import build_requests
-
     return build_requests("127.0.0.1", 8000, "/webhook/vapi", bodies, [("x-vapi-secret", secret)])
 
 
@@ -120,7 +120,7 @@ def child(directory: Path) -> None:
 
     gen_dir, calls = generated_policy_dir(directory / "gen", 1_000)
     template = write_bodies(directory / "fresh.jsonl", [fresh_call(c) for c in calls]).read_bytes()
-    parts = [line.split(b"######") for line in template.splitlines()]
+    parts = [line.split(FRESH_MARK) for line in template.splitlines()]
     # every request a new caller in a new call, as in `bench http`'s every-caller-new rows
     bodies = [(b"%06d" % i).join(parts[i % len(parts)]) for i in range(WARM + 2 * CASES)]
     server = build_server(
