@@ -1,12 +1,12 @@
 """Section "instructions": CPU instructions per request, router against bare Starlette. [bench]
 
 Wall-clock figures on this shared 2-vCPU machine move by a third between runs (neighbours,
-caches); instruction counts move by under 1 % (string hashes are seeded per process). Under `valgrind --tool=callgrind` one child process
-builds both servers in process, the router's `WebhookProtocol` and uvicorn's httptools
-protocol with `bench.bareapp`, each on a transport that counts what it is written, and
-feeds them the same HTTP/1.1 requests, one at a time, each answered before the next is
-sent. The counters run only around the measured requests (`callgrind_control -i on/off`, a
-dump per case), so start-up and warm-up are not counted.
+caches); instruction counts move by under 1 % (string hashes are seeded per process). Under
+`valgrind --tool=callgrind` one child process builds both servers in process, the router's
+`WebhookProtocol` and uvicorn's httptools protocol with `bench.bareapp`, each on a transport
+that counts what it is written, and feeds them the same HTTP/1.1 requests, one at a time,
+each answered before the next is sent. The counters run only around the measured requests
+(`callgrind_control -i on/off`, a dump per case), so start-up and warm-up are not counted.
 
 What is counted is the server's user-space work for a request: the HTTP parser, the app,
 the routing and the decision log's line, plus the few turns of the event loop the harness
